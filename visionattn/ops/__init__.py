@@ -1,0 +1,27 @@
+"""The universal mixing operator: ``attention(q, k, v, pattern, position=, form=, backend=)``."""
+
+from .backends import BACKENDS, neighborhood_tile
+from .dispatch import BackendUnavailable, attention, choose_backend
+from .patterns import Axial, Global, Graph, Halo, Neighborhood, Pattern, Strided, Window, axial_patterns
+from .position import RelativeBias, RelativeLogits, Rope, rope_frequencies
+
+__all__ = [
+    "BACKENDS",
+    "Axial",
+    "BackendUnavailable",
+    "Global",
+    "Graph",
+    "Halo",
+    "Neighborhood",
+    "Pattern",
+    "RelativeBias",
+    "RelativeLogits",
+    "Rope",
+    "Strided",
+    "Window",
+    "attention",
+    "axial_patterns",
+    "choose_backend",
+    "neighborhood_tile",
+    "rope_frequencies",
+]

@@ -1,0 +1,206 @@
+"""The blocked backend: tile the queries, gather a key box per tile, one batched SDPA call.
+
+For a separable pattern every axis is covered by an :class:`AxisTiling` (query tiles and key boxes); the
+nD tiles are their product. Queries, keys and values are gathered into ``(B * n_tiles, heads, tile, d)``,
+a per-tile mask built from the pattern's own 1D rules (and position bias) is passed to
+``scaled_dot_product_attention``, and the output is scattered back. No ``N × N`` tensor exists: memory
+is ``O(N · box)``. Global and Axial fall out as one tile / one tile per line.
+
+Out-of-grid slots are filled by *clamped indices* (a real token, then masked), so padding values never
+exist and cannot leak. Key padding masks are gathered like keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..call import AttentionCall
+from ..patterns import AxisTiling, Pattern
+from ..position import RelativeBias, RelativeLogits
+from .base import Backend
+
+_TILE = contextvars.ContextVar("visionattn_blocked_tile", default=None)
+DEFAULT_TILE = {1: 64, 2: 8, 3: 4}  # query tile per axis for Neighborhood, by grid dims
+
+
+@contextlib.contextmanager
+def neighborhood_tile(size: int):
+    """Scoped override of the blocked backend's Neighborhood query tile (per axis)."""
+    token = _TILE.set(int(size))
+    try:
+        yield
+    finally:
+        _TILE.reset(token)
+
+
+class _Plan:
+    """Everything about a call that depends only on (pattern, grids, tile, device): cached."""
+
+    def __init__(self, pattern: Pattern, q_grid, kv_grid, tile: int, device: str):
+        dims = len(kv_grid)
+        self.tilings: list[AxisTiling] = [
+            pattern.axis_tiling(a, q_grid[a], kv_grid[a], tile) for a in range(dims)
+        ]
+        self.n = tuple(t.q_index.shape[0] for t in self.tilings)
+        self.tq = tuple(t.q_index.shape[1] for t in self.tilings)
+        self.tk = tuple(t.k_index.shape[1] for t in self.tilings)
+        allowed = torch.ones((), dtype=torch.bool)
+        q_valid = torch.ones((), dtype=torch.bool)
+        self.deltas = []  # per axis (n_a, T_a, K_a) int64 key - query offsets
+        for a, t in enumerate(self.tilings):
+            qi, kj = t.q_index[:, :, None], t.k_index[:, None, :]
+            one = pattern.axis_allowed(a, qi.clamp_min(0), kj.clamp_min(0), q_grid[a], kv_grid[a])
+            one = one & (qi >= 0) & (kj >= 0)
+            allowed = allowed & _spread(one, a, dims, 3)
+            q_valid = q_valid & _spread((t.q_index >= 0), a, dims, 2)
+            coords = pattern.query_coords(a, q_grid[a])[t.q_index.clamp_min(0)]
+            self.deltas.append((t.k_index[:, None, :] - coords[:, :, None]).to(device))
+        n_tiles = math.prod(self.n)
+        self.allowed = allowed.reshape(n_tiles, 1, math.prod(self.tq), math.prod(self.tk)).to(device)
+        self.q_valid = q_valid.reshape(n_tiles, 1, math.prod(self.tq), 1).to(device)
+        self.all_allowed = bool(allowed.all())
+        self.q_gather = [_Gather.build(t.q_index, q_grid[a], device) for a, t in enumerate(self.tilings)]
+        self.k_gather = [_Gather.build(t.k_index, kv_grid[a], device) for a, t in enumerate(self.tilings)]
+        self.q_scatter = [_inverse(t.q_index, q_grid[a], device) for a, t in enumerate(self.tilings)]
+
+
+def _spread(one: Tensor, axis: int, dims: int, groups: int) -> Tensor:
+    """Place a per-axis tensor of shape (n_a, T_a[, K_a]) into (n_0..n_D, T_0..T_D[, K_0..K_D])."""
+    shape = [1] * (groups * dims)
+    for g in range(groups):
+        shape[g * dims + axis] = one.shape[g]
+    return one.reshape(shape)
+
+
+class _Gather:
+    """Gather one axis into tile layout ``n * T``: a pad when the index is the identity, else index_select."""
+
+    def __init__(self, index: Tensor | None, pad: int):
+        self.index, self.pad = index, pad
+
+    @staticmethod
+    def build(index: Tensor, length: int, device: str) -> _Gather:
+        flat = index.reshape(-1)
+        if torch.equal(flat[:length], torch.arange(length)) and bool((flat[length:] == -1).all()):
+            return _Gather(None, flat.numel() - length)
+        return _Gather(flat.clamp_min(0).to(device), 0)
+
+    def __call__(self, x: Tensor, dim: int) -> Tensor:
+        if self.index is not None:
+            return x.index_select(dim, self.index)
+        if self.pad:
+            pad = [0, 0] * (x.ndim - dim - 1) + [0, self.pad]
+            return F.pad(x, pad)
+        return x
+
+
+def _inverse(index: Tensor, length: int, device: str) -> Tensor | None:
+    """Where each query ended up in the flattened tile layout (None when it is the identity prefix)."""
+    flat = index.reshape(-1)
+    if torch.equal(flat[:length], torch.arange(length)):
+        return None
+    where = torch.empty(length, dtype=torch.long)
+    valid = flat >= 0
+    where[flat[valid]] = torch.arange(flat.numel())[valid]
+    return where.to(device)
+
+
+@functools.lru_cache(maxsize=128)
+def _plan(pattern: Pattern, q_grid, kv_grid, tile: int, device: str) -> _Plan:
+    return _Plan(pattern, q_grid, kv_grid, tile, device)
+
+
+def _to_tiles(x: Tensor, gathers: list[_Gather], n, t) -> Tensor:
+    """(B, *grid, h, d) → (B * n_tiles, h, prod(t), d)."""
+    dims = len(n)
+    for a, gather in enumerate(gathers):
+        x = gather(x, 1 + a)
+    B, h, d = x.shape[0], x.shape[-2], x.shape[-1]
+    x = x.reshape(B, *[s for pair in zip(n, t, strict=True) for s in pair], h, d)  # (B, n0, t0, n1, t1, .., h, d)
+    order = [0, *[1 + 2 * a for a in range(dims)], 2 * dims + 1, *[2 + 2 * a for a in range(dims)], 2 * dims + 2]
+    return x.permute(order).reshape(B * math.prod(n), h, math.prod(t), d)
+
+
+def _from_tiles(o: Tensor, plan: _Plan, B: int, q_grid) -> Tensor:
+    """(B * n_tiles, h, prod(tq), d) → (B, *q_grid, h, d)."""
+    dims, h, d = len(plan.n), o.shape[1], o.shape[-1]
+    o = o.reshape(B, *plan.n, h, *plan.tq, d)
+    order = [0, *[s for a in range(dims) for s in (1 + a, dims + 2 + a)], dims + 1, 2 * dims + 2]
+    o = o.permute(order).reshape(B, *[n * t for n, t in zip(plan.n, plan.tq, strict=True)], h, d)
+    for a, where in enumerate(plan.q_scatter):
+        o = o.narrow(1 + a, 0, q_grid[a]) if where is None else o.index_select(1 + a, where)
+    return o
+
+
+def _bias(call: AttentionCall, plan: _Plan, q_tiles: Tensor) -> Tensor | None:
+    """Position bias in tile layout: ``(B * n_tiles or n_tiles, h, Tq, Tk)`` float32, or None."""
+    position, dims = call.position, call.dims
+    if isinstance(position, RelativeBias):
+        flat = 0
+        for a, r in enumerate(position.radius):
+            flat = flat * (2 * r + 1) + _spread(plan.deltas[a].clamp(-r, r) + r, a, dims, 3)
+        bias = position.table.flatten(1)[:, flat].float()  # (h, n.., T.., K..)
+        return bias.reshape(position.table.shape[0], math.prod(plan.n), math.prod(plan.tq), -1).transpose(0, 1)
+    if isinstance(position, RelativeLogits):
+        B_tiles, h = q_tiles.shape[0], q_tiles.shape[1]
+        B = B_tiles // math.prod(plan.n)
+        total = 0
+        for a, (table, r) in enumerate(zip(position.tables, position.radius, strict=True)):
+            qr = torch.matmul(q_tiles.float(), table.float().t())  # (B*nT, h, Tq, 2R+1)
+            qr = qr.reshape(B, *plan.n, h, *plan.tq, 2 * r + 1)
+            index = plan.deltas[a].clamp(-r, r) + r  # (n_a, T_a, K_a)
+            shape = [1] * (2 * dims + 3)
+            shape[1 + a], shape[dims + 2 + a], shape[-1] = index.shape
+            index = index.reshape(shape).expand(*qr.shape[:-1], index.shape[-1])
+            logits = torch.gather(qr, -1, index)  # (B, n.., h, T.., K_a)
+            k_shape = [1] * dims
+            k_shape[a] = index.shape[-1]
+            total = total + logits.reshape(*logits.shape[:-1], *k_shape)
+        return total.reshape(B_tiles, h, math.prod(plan.tq), math.prod(plan.tk))
+    return None
+
+
+def blocked_attention(call: AttentionCall) -> Tensor:
+    B = call.q.shape[0]
+    tile = _TILE.get() or DEFAULT_TILE[call.dims]
+    plan = _plan(call.pattern, call.q_grid, call.kv_grid, tile, str(call.q.device))
+    q = _to_tiles(call.q, plan.q_gather, plan.n, plan.tq)
+    k = _to_tiles(call.k, plan.k_gather, plan.n, plan.tk)
+    v = _to_tiles(call.v, plan.k_gather, plan.n, plan.tk)
+    n_tiles = math.prod(plan.n)
+    allowed = plan.allowed[None]  # (1, nT, 1, Tq, Tk); batch axis apart until the end
+    if call.key_padding_mask is not None:
+        pad = _to_tiles(call.key_padding_mask[..., None, None], plan.k_gather, plan.n, plan.tk)  # (B*nT,1,Tk,1)
+        allowed = allowed & ~pad.reshape(B, n_tiles, 1, 1, -1)
+    bias = _bias(call, plan, q)  # (B*nT or nT, h, Tq, Tk)
+    if bias is None and plan.all_allowed and call.key_padding_mask is None:
+        return _from_tiles(F.scaled_dot_product_attention(q, k, v, scale=call.scale), plan, B, call.q_grid)
+    has_key = allowed.any(-1, keepdim=True)
+    if bias is None:
+        bias = torch.zeros((), dtype=q.dtype, device=q.device)
+    else:
+        bias = bias.to(q.dtype).reshape(-1, n_tiles, *bias.shape[1:])
+    mask = bias.masked_fill(~(allowed | ~has_key), float("-inf"))  # empty rows stay finite
+    mask = mask.expand(B, *mask.shape[1:]).reshape(B * n_tiles, *mask.shape[2:])
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=call.scale)
+    if bool((~has_key & plan.q_valid).any()):  # real queries with no allowed key output zeros
+        o = o.masked_fill(~has_key.expand(B, *has_key.shape[1:]).reshape(B * n_tiles, 1, -1, 1), 0.0)
+    return _from_tiles(o, plan, B, call.q_grid)
+
+
+def _refuse(call: AttentionCall) -> str | None:
+    if call.form != "softmax":
+        return f"runs form='softmax' only, got form={call.form!r}"
+    if not call.pattern.separable:
+        return f"{type(call.pattern).__name__} is not separable per axis, so it has no block structure"
+    return None
+
+
+BLOCKED = Backend("blocked", blocked_attention, _refuse)

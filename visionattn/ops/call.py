@@ -1,0 +1,131 @@
+"""One validated operator call: the inputs every backend receives.
+
+``make_call`` checks user input and raises ``ValueError``/``TypeError`` that say expected vs got; backends
+then trust the call. Layout: ``q (B, *q_grid, heads, head_dim)``, ``k (B, *kv_grid, heads, head_dim)``,
+``v (B, *kv_grid, heads, v_dim)``, grids of 1, 2 or 3 dims.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .patterns import Grid, Pattern
+from .position import Position, RelativeBias, RelativeLogits, Rope
+
+FORMS = ("softmax", "linear")
+
+
+@dataclass(frozen=True, eq=False)
+class AttentionCall:
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    pattern: Pattern
+    position: Position
+    form: str
+    scale: float
+    key_padding_mask: Tensor | None  # (B, *kv_grid) bool, True = padding (never attended)
+
+    @property
+    def q_grid(self) -> Grid:
+        return tuple(self.q.shape[1:-2])
+
+    @property
+    def kv_grid(self) -> Grid:
+        return tuple(self.k.shape[1:-2])
+
+    @property
+    def heads(self) -> int:
+        return self.q.shape[-2]
+
+    @property
+    def dims(self) -> int:
+        return len(self.kv_grid)
+
+
+def _shape(t: Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def make_call(q, k, v, pattern, position, form, scale, key_padding_mask) -> AttentionCall:
+    """Validate the arguments of :func:`visionattn.ops.attention` and build the call."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.ndim not in (4, 5, 6):
+            raise ValueError(
+                f"{name} must be (B, *grid, heads, head_dim) with a 1-3 dim grid, i.e. rank 4, 5 or 6; "
+                f"got rank {t.ndim} with shape {_shape(t)}"
+            )
+    if not isinstance(pattern, Pattern):
+        raise TypeError(f"pattern must be a visionattn.ops Pattern (Global(), Window(7), ...), got {pattern!r}")
+    if not (q.ndim == k.ndim == v.ndim):
+        raise ValueError(f"q, k, v must have the same rank; got {q.ndim}, {k.ndim}, {v.ndim}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k, v must share a dtype; got q {q.dtype}, k {k.dtype}, v {v.dtype}")
+    if not q.is_floating_point():
+        raise TypeError(f"q, k, v must be floating point, got {q.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device; got {q.device}, {k.device}, {v.device}")
+    if not (q.shape[0] == k.shape[0] == v.shape[0]):
+        raise ValueError(f"batch sizes differ: q {q.shape[0]}, k {k.shape[0]}, v {v.shape[0]}")
+    if k.shape[:-1] != v.shape[:-1]:
+        raise ValueError(f"k and v must match in (B, *grid, heads); got k {_shape(k)} and v {_shape(v)}")
+    if q.shape[-2] != k.shape[-2]:
+        raise ValueError(f"heads differ: q has {q.shape[-2]}, k has {k.shape[-2]}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"head_dim mismatch: q has {q.shape[-1]}, k has {k.shape[-1]} (q·k needs equal sizes)")
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    q_grid, kv_grid = tuple(q.shape[1:-2]), tuple(k.shape[1:-2])
+    pattern.check(q_grid, kv_grid)
+    if key_padding_mask is not None:
+        expected = (k.shape[0], *kv_grid)
+        if key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != expected:
+            raise ValueError(
+                f"key_padding_mask must be bool {expected} (True = padding), "
+                f"got {key_padding_mask.dtype} {_shape(key_padding_mask)}"
+            )
+        key_padding_mask = key_padding_mask.to(q.device)
+    _check_position(position, pattern, q, kv_grid)
+    if scale is None:
+        scale = 1.0 if form == "linear" else 1.0 / math.sqrt(q.shape[-1])
+    return AttentionCall(q, k, v, pattern, position, form, float(scale), key_padding_mask)
+
+
+def _check_position(position, pattern: Pattern, q: Tensor, kv_grid: Grid) -> None:
+    if position is None:
+        return
+    dims, heads, head_dim = len(kv_grid), q.shape[-2], q.shape[-1]
+    if isinstance(position, Rope):
+        expected = (dims, head_dim // (2 * dims))
+        if head_dim % (2 * dims):
+            raise ValueError(f"Rope on a {dims}-dim grid needs head_dim divisible by {2 * dims}, got {head_dim}")
+        if tuple(position.freqs.shape) != expected:
+            raise ValueError(f"Rope freqs must be {expected} for head_dim {head_dim}, got {_shape(position.freqs)}")
+        return
+    if isinstance(position, RelativeBias):
+        if position.table.ndim != dims + 1 or position.table.shape[0] != heads:
+            raise ValueError(
+                f"RelativeBias table must be (heads={heads}, {dims} offset axes), got {_shape(position.table)}"
+            )
+        radius = position.radius
+    elif isinstance(position, RelativeLogits):
+        if len(position.tables) != dims:
+            raise ValueError(f"RelativeLogits needs {dims} tables (one per axis), got {len(position.tables)}")
+        for t in position.tables:
+            if t.ndim != 2 or t.shape[1] != head_dim:
+                raise ValueError(f"RelativeLogits tables must be (2R+1, head_dim={head_dim}), got {_shape(t)}")
+        radius = position.radius
+    else:
+        raise TypeError(f"position must be None, RelativeBias, RelativeLogits or Rope; got {type(position).__name__}")
+    needed = pattern.max_offset(kv_grid)
+    if any(r < n for r, n in zip(radius, needed, strict=True)):
+        raise ValueError(
+            f"{type(position).__name__} covers offsets up to ±{radius} but {pattern} on grid {kv_grid} "
+            f"needs ±{needed}; build the table with radius ≥ {needed}"
+        )

@@ -1,0 +1,80 @@
+"""``attention()``: validate, apply rotary positions and key padding, pick a backend, run it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .backends import AUTO_ORDER, BACKENDS
+from .call import AttentionCall, make_call
+from .patterns import Pattern
+from .position import Position, Rope
+
+
+class BackendUnavailable(ValueError):
+    """No backend (or not the forced one) can run the call; the message lists every backend's reason."""
+
+
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    pattern: Pattern,
+    *,
+    position: Position = None,
+    form: str = "softmax",
+    backend: str = "auto",
+    scale: float | None = None,
+    key_padding_mask: Tensor | None = None,
+) -> Tensor:
+    """The universal mixing operator.
+
+    q: ``(B, *q_grid, heads, head_dim)``; k: ``(B, *kv_grid, heads, head_dim)``; v: ``(B, *kv_grid, heads,
+    v_dim)``; grids of 1, 2 or 3 dims (``q_grid`` is ``kv_grid`` except for strided Halo and Global
+    cross-attention). pattern: who attends to whom (``visionattn.ops.patterns``). position: None, or a
+    ``RelativeBias``, ``RelativeLogits`` or ``Rope`` descriptor. form: ``'softmax'`` or ``'linear'``
+    (``φ(q)·φ(k)`` weights, φ = elu + 1, normalised per query). scale: logit scale, default
+    ``head_dim ** -0.5`` for softmax and 1 for linear. key_padding_mask: ``(B, *kv_grid)`` bool, True
+    marks padding that is never attended (its inputs are zeroed first, so NaN padding is harmless).
+    backend: ``'auto'`` or one of ``reference``, ``blocked``, ``flex``, ``linear``.
+
+    Returns ``(B, *q_grid, heads, v_dim)``. A query with no allowed key outputs zeros.
+    """
+    call = make_call(q, k, v, pattern, position, form, scale, key_padding_mask)
+    call = _prepare(call)
+    return choose_backend(call, backend).run(call)
+
+
+def _prepare(call: AttentionCall) -> AttentionCall:
+    """Rotary positions and key padding act on the inputs, identically for every backend."""
+    q, k, v = call.q, call.k, call.v
+    if call.key_padding_mask is not None:
+        keep = (~call.key_padding_mask)[..., None, None]
+        k, v = torch.where(keep, k, 0.0), torch.where(keep, v, 0.0)
+        if call.q_grid == call.kv_grid:  # self-attention: padded queries carry no signal either
+            q = torch.where(keep, q, 0.0)
+    if isinstance(call.position, Rope):
+        pattern = call.pattern
+        q = call.position.rotate(q, tuple(pattern.query_coords(a, n).to(q.device) for a, n in enumerate(call.q_grid)))
+        k = call.position.rotate(k, tuple(torch.arange(n, device=k.device) for n in call.kv_grid))
+    if q is call.q and k is call.k and v is call.v:
+        return call
+    return AttentionCall(q, k, v, call.pattern, call.position, call.form, call.scale, call.key_padding_mask)
+
+
+def choose_backend(call: AttentionCall, backend: str = "auto"):
+    """The backend that runs ``call``: the forced one, or the first that accepts it in ``AUTO_ORDER``."""
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {backend!r}")
+    order = AUTO_ORDER.get(call.q.device.type, AUTO_ORDER["cuda"]) if backend == "auto" else (backend,)
+    reasons = {}
+    for name in order:
+        reason = BACKENDS[name].refuse(call)
+        if reason is None:
+            return BACKENDS[name]
+        reasons[name] = reason
+    for name, b in BACKENDS.items():
+        reasons.setdefault(name, b.refuse(call) or "accepts this call")
+    lines = "\n".join(f"  {name}: {why}" for name, why in reasons.items())
+    wanted = "no backend" if backend == "auto" else f"backend {backend!r}"
+    raise BackendUnavailable(f"{wanted} can run {call.pattern} form={call.form!r} on grid {call.kv_grid}:\n{lines}")
