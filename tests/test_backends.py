@@ -1,0 +1,256 @@
+"""Every fast backend equals the reference backend, forward and backward, on seeded awkward shapes.
+
+Cases: every pattern on 1D/2D/3D grids whose sizes do not divide the tile/window/block (so padding and
+borders are exercised) × every position kind × every backend that accepts the call × fp32 and bf16.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from visionattn.ops import (
+    Axial,
+    BackendUnavailable,
+    Global,
+    Graph,
+    Halo,
+    Neighborhood,
+    RelativeBias,
+    RelativeLogits,
+    Rope,
+    Strided,
+    Window,
+    attention,
+    choose_backend,
+    neighborhood_tile,
+    rope_frequencies,
+)
+from visionattn.ops.call import make_call
+
+HEADS, HEAD_DIM = 2, 12  # 12 is divisible by 2·dims for RoPE on 1D, 2D and 3D grids
+
+
+def _random_graph(n: int, seed: int = 0) -> Graph:
+    g = torch.Generator().manual_seed(seed)
+    edges = torch.randint(0, n, (3 * n, 2), generator=g)
+    return Graph(edges)
+
+
+CASES = [
+    (Global(), (11,)),
+    (Neighborhood(5), (13,)),
+    (Neighborhood(3, dilation=2, border="pad"), (11,)),
+    (Neighborhood(3, dilation=3), (13,)),
+    (Halo(4, 2), (11,)),
+    (Halo(4, 1, stride=2), (11,)),
+    (Window(4, shift=2), (11,)),
+    (Strided(3, 4), (10,)),
+    (_random_graph(9), (9,)),
+    (Global(), (5, 7)),
+    (Neighborhood(3), (7, 6)),
+    (Neighborhood(5), (9, 11)),
+    (Neighborhood((3, 5), dilation=(2, 1), border="pad"), (9, 8)),
+    (Neighborhood(3, dilation=2), (8, 7)),
+    (Halo(4, 1), (9, 7)),
+    (Halo(4, 2, stride=2), (9, 10)),
+    (Window(3), (7, 8)),
+    (Window(3, shift=1), (7, 8)),
+    (Window((2, 4), shift=(1, 3)), (5, 9)),
+    (Axial(0), (5, 6)),
+    (Axial(1), (5, 6)),
+    (Strided(5, 5), (5, 5)),
+    (Global(), (3, 4, 5)),
+    (Neighborhood(3), (3, 5, 4)),
+    (Neighborhood(3, border="pad"), (4, 3, 5)),
+    (Window(2, shift=1), (3, 5, 4)),
+    (Halo(2, 1), (5, 4, 3)),
+    (Axial(2), (3, 4, 5)),
+]
+POSITIONS = ["none", "rel_bias", "rel_logits", "rope"]
+TOL = {torch.float32: dict(rtol=1e-4, atol=2e-5), torch.bfloat16: dict(rtol=4e-2, atol=4e-2)}
+
+
+def _case_id(case):
+    pattern, grid = case
+    return f"{pattern}-{'x'.join(map(str, grid))}".replace(" ", "")
+
+
+def _inputs(pattern, grid, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q_grid = pattern.query_grid(grid)
+    q = torch.randn(2, *q_grid, HEADS, HEAD_DIM, generator=g)
+    k = torch.randn(2, *grid, HEADS, HEAD_DIM, generator=g)
+    v = torch.randn(2, *grid, HEADS, HEAD_DIM, generator=g)
+    return [t.to(dtype) for t in (q, k, v)]
+
+
+def _position(kind, pattern, grid, seed=1):
+    """Fresh leaf tensors for the position descriptor (so each run has its own .grad)."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "none":
+        return None, []
+    if kind == "rope":
+        freqs = rope_frequencies(HEAD_DIM, len(grid)) * (1 + torch.rand(len(grid), 1, generator=g))
+        leaf = freqs.requires_grad_()
+        return Rope(leaf), [leaf]
+    radius = pattern.max_offset(grid)
+    if kind == "rel_bias":
+        leaf = torch.randn(HEADS, *[2 * r + 1 for r in radius], generator=g).requires_grad_()
+        return RelativeBias(leaf), [leaf]
+    leaves = [torch.randn(2 * r + 1, HEAD_DIM, generator=g).requires_grad_() for r in radius]
+    return RelativeLogits(tuple(leaves)), leaves
+
+
+def _run(pattern, grid, kind, backend, dtype, grad, key_padding_mask=None, form="softmax"):
+    """Output and gradients (inputs, then position leaves) of one backend on the seeded case."""
+    inputs = [t.clone().requires_grad_(grad) for t in _inputs(pattern, grid, dtype)]
+    position, leaves = _position(kind, pattern, grid)
+    with torch.set_grad_enabled(grad):
+        out = attention(*inputs, pattern, position=position, backend=backend, form=form,
+                        key_padding_mask=key_padding_mask)
+    if not grad:
+        return [out.float()]
+    cotangent = torch.randn(out.shape, generator=torch.Generator().manual_seed(7))
+    (out.float() * cotangent).sum().backward()
+    return [out.float()] + [t.grad.float() for t in inputs + leaves]
+
+
+def _accepts(backend, pattern, grid, kind, dtype, grad, form="softmax"):
+    q, k, v = (t.requires_grad_(grad) for t in _inputs(pattern, grid, dtype))
+    position, _ = _position(kind, pattern, grid)
+    with torch.set_grad_enabled(grad):
+        call = make_call(q, k, v, pattern, position, form, None, None)
+        try:
+            choose_backend(call, backend)
+            return True
+        except BackendUnavailable:
+            return False
+
+
+def _compare(got, want, dtype):
+    """Per-tensor scaled comparison. In bf16 the scale is the largest reference value of the whole call:
+    a gradient that cancels to ~0 (e.g. a radius-0 relative table) carries bf16 rounding of its terms."""
+    assert len(got) == len(want)
+    names = ["out", "dq", "dk", "dv", "dpos0", "dpos1", "dpos2"]
+    largest = max(float(b.abs().max()) for b in want)
+    for name, a, b in zip(names, got, want):
+        scale = max(float(b.abs().max()), 1.0) if dtype == torch.float32 else max(largest, 1.0)
+        torch.testing.assert_close(a / scale, b / scale, **TOL[dtype], msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("kind", POSITIONS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_blocked_matches_reference(case, kind, dtype):
+    pattern, grid = case
+    if not pattern.separable:
+        assert not _accepts("blocked", pattern, grid, kind, dtype, True)
+        pytest.skip("blocked refuses non-separable patterns (checked above)")
+    want = _run(pattern, grid, kind, "reference", dtype, grad=True)
+    got = _run(pattern, grid, kind, "blocked", dtype, grad=True)
+    _compare(got, want, dtype)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("kind", POSITIONS)
+def test_flex_matches_reference_forward(case, kind):
+    """FlexAttention has no CPU backward: forward under no_grad here; GPU runs check backward."""
+    pattern, grid = case
+    want = _run(pattern, grid, kind, "reference", torch.float32, grad=False)
+    got = _run(pattern, grid, kind, "flex", torch.float32, grad=False)
+    _compare(got, want, torch.float32)
+
+
+@pytest.mark.parametrize("grid", [(13,), (5, 7), (3, 4, 5)])
+@pytest.mark.parametrize("kind", ["none", "rope"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_linear_form_matches_reference(grid, kind, dtype):
+    want = _run(Global(), grid, kind, "reference", dtype, grad=True, form="linear")
+    got = _run(Global(), grid, kind, "linear", dtype, grad=True, form="linear")
+    _compare(got, want, dtype)
+
+
+@pytest.mark.parametrize("backend", ["reference", "blocked", "linear"])
+@pytest.mark.parametrize("case", [(Global(), (6, 7)), (Neighborhood(3), (6, 7)), (Window(3, 1), (6, 7))], ids=_case_id)
+def test_nan_in_padded_positions_never_leaks(backend, case):
+    """Padded entities filled with NaN give bit-identical outputs and input gradients at valid positions."""
+    pattern, grid = case
+    form = "linear" if backend == "linear" else "softmax"
+    if backend == "linear" and not isinstance(pattern, Global):
+        pytest.skip("linear backend runs the Global pattern only")
+    g = torch.Generator().manual_seed(3)
+    padding = torch.zeros(2, *grid, dtype=torch.bool)
+    padding[0, 4:, :] = True  # image 0 is 4 rows high, padded to 6
+    padding[1, :, 5:] = True  # image 1 is 5 columns wide
+    valid = ~padding
+    results = []
+    for fill in (float("nan"), 123.0):
+        q, k, v = (torch.randn(2, *grid, HEADS, HEAD_DIM, generator=torch.Generator().manual_seed(s)) for s in (0, 1, 2))
+        q, k, v = (torch.where(padding[..., None, None], fill, t).requires_grad_() for t in (q, k, v))
+        out = attention(q, k, v, pattern, backend=backend, form=form, key_padding_mask=padding)
+        cot = torch.randn(out.shape, generator=g.manual_seed(5))
+        (out * cot * valid[..., None, None]).sum().backward()
+        results.append([out[valid], q.grad[valid], k.grad[valid], v.grad[valid]])
+    for a, b in zip(*results, strict=True):
+        assert torch.isfinite(a).all()
+        assert torch.equal(a, b)
+
+
+def test_padding_mask_equals_cropped_image_for_global():
+    """A padded image with a key padding mask attends exactly like the image alone at its own size."""
+    g = torch.Generator().manual_seed(11)
+    q, k, v = (torch.randn(1, 6, 7, HEADS, HEAD_DIM, generator=g) for _ in range(3))
+    padding = torch.zeros(1, 6, 7, dtype=torch.bool)
+    padding[:, 4:] = True
+    padding[:, :, 5:] = True
+    full = attention(q, k, v, Global(), backend="blocked", key_padding_mask=padding)
+    alone = attention(q[:, :4, :5], k[:, :4, :5], v[:, :4, :5], Global(), backend="reference")
+    torch.testing.assert_close(full[:, :4, :5], alone)
+
+
+@pytest.mark.parametrize("backend", ["reference", "blocked", "flex"])
+def test_query_without_keys_outputs_zeros(backend):
+    """Cross-attention where every key of one image is padding: that image's outputs are zeros, not NaN."""
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(2, 4, HEADS, HEAD_DIM, generator=g)
+    k, v = (torch.randn(2, 6, HEADS, HEAD_DIM, generator=g) for _ in range(2))
+    padding = torch.zeros(2, 6, dtype=torch.bool)
+    padding[1] = True
+    with torch.no_grad():
+        out = attention(q, k, v, Global(), backend=backend, key_padding_mask=padding)
+    assert torch.equal(out[1], torch.zeros_like(out[1]))
+    assert out[0].abs().sum() > 0
+
+
+def test_auto_picks_the_fast_backend_on_cpu():
+    q, k, v = _inputs(Window(3), (6, 6), torch.float32)
+    assert choose_backend(make_call(q, k, v, Window(3), None, "softmax", None, None)).name == "blocked"
+    assert choose_backend(make_call(q, k, v, Global(), None, "linear", None, None)).name == "linear"
+    assert choose_backend(make_call(q, k, v, Strided(3, 6), None, "softmax", None, None)).name == "reference"
+
+
+def test_blocked_never_builds_the_dense_mask(monkeypatch):
+    """The blocked path must not call Pattern.mask (the N×N spec) for local patterns."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("blocked backend built the dense mask")
+
+    monkeypatch.setattr(Neighborhood, "mask", forbidden)
+    q, k, v = _inputs(Neighborhood(7), (40, 40), torch.float32)
+    out = attention(q, k, v, Neighborhood(7), backend="blocked")
+    assert out.shape == q.shape
+
+
+NEIGHBORHOOD_CASES = [case for case in CASES if isinstance(case[0], Neighborhood)]
+
+
+@pytest.mark.parametrize("case", NEIGHBORHOOD_CASES, ids=_case_id)
+@pytest.mark.parametrize("tile", [1, 2, 3, 5])
+@pytest.mark.parametrize("kind", ["none", "rel_logits"])
+def test_blocked_neighborhood_any_tile_size(case, tile, kind):
+    """Small tiles put many tile borders inside the grid: each tile's key box must cover its queries."""
+    pattern, grid = case
+    want = _run(pattern, grid, kind, "reference", torch.float32, grad=True)
+    with neighborhood_tile(tile):
+        got = _run(pattern, grid, kind, "blocked", torch.float32, grad=True)
+    _compare(got, want, torch.float32)
