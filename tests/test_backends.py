@@ -134,7 +134,7 @@ def _compare(got, want, dtype):
     assert len(got) == len(want)
     names = ["out", "dq", "dk", "dv", "dpos0", "dpos1", "dpos2"]
     largest = max(float(b.abs().max()) for b in want)
-    for name, a, b in zip(names, got, want):
+    for name, a, b in zip(names, got, want, strict=False):
         scale = max(float(b.abs().max()), 1.0) if dtype == torch.float32 else max(largest, 1.0)
         torch.testing.assert_close(a / scale, b / scale, **TOL[dtype], msg=lambda m, n=name: f"{n}: {m}")
 
@@ -186,7 +186,7 @@ def test_nan_in_padded_positions_never_leaks(backend, case):
     valid = ~padding
     results = []
     for fill in (float("nan"), 123.0):
-        q, k, v = (torch.randn(2, *grid, HEADS, HEAD_DIM, generator=torch.Generator().manual_seed(s)) for s in (0, 1, 2))
+        q, k, v = (torch.randn(2, *grid, HEADS, HEAD_DIM, generator=torch.Generator().manual_seed(s)) for s in range(3))
         q, k, v = (torch.where(padding[..., None, None], fill, t).requires_grad_() for t in (q, k, v))
         out = attention(q, k, v, pattern, backend=backend, form=form, key_padding_mask=padding)
         cot = torch.randn(out.shape, generator=g.manual_seed(5))
