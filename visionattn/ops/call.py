@@ -84,6 +84,8 @@ def make_call(q, k, v, pattern, position, form, scale, key_padding_mask) -> Atte
     q_grid, kv_grid = tuple(q.shape[1:-2]), tuple(k.shape[1:-2])
     pattern.check(q_grid, kv_grid)
     if key_padding_mask is not None:
+        if not isinstance(key_padding_mask, Tensor):
+            raise TypeError(f"key_padding_mask must be a bool tensor, got {type(key_padding_mask).__name__}")
         expected = (k.shape[0], *kv_grid)
         if key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != expected:
             raise ValueError(
@@ -113,6 +115,7 @@ def _check_position(position, pattern: Pattern, q: Tensor, kv_grid: Grid) -> Non
             raise ValueError(
                 f"RelativeBias table must be (heads={heads}, {dims} offset axes), got {_shape(position.table)}"
             )
+        sizes = tuple(position.table.shape[1:])
         radius = position.radius
     elif isinstance(position, RelativeLogits):
         if len(position.tables) != dims:
@@ -120,9 +123,14 @@ def _check_position(position, pattern: Pattern, q: Tensor, kv_grid: Grid) -> Non
         for t in position.tables:
             if t.ndim != 2 or t.shape[1] != head_dim:
                 raise ValueError(f"RelativeLogits tables must be (2R+1, head_dim={head_dim}), got {_shape(t)}")
+        sizes = tuple(t.shape[0] for t in position.tables)
         radius = position.radius
     else:
         raise TypeError(f"position must be None, RelativeBias, RelativeLogits or Rope; got {type(position).__name__}")
+    if any(n % 2 == 0 for n in sizes):
+        raise ValueError(
+            f"{type(position).__name__} table sizes must be odd (2R+1 offsets from -R to R) on every axis, got {sizes}"
+        )
     needed = pattern.max_offset(kv_grid)
     if any(r < n for r, n in zip(radius, needed, strict=True)):
         raise ValueError(

@@ -76,5 +76,5 @@ def choose_backend(call: AttentionCall, backend: str = "auto"):
     for name, b in BACKENDS.items():
         reasons.setdefault(name, b.refuse(call) or "accepts this call")
     lines = "\n".join(f"  {name}: {why}" for name, why in reasons.items())
-    wanted = "no backend" if backend == "auto" else f"backend {backend!r}"
-    raise BackendUnavailable(f"{wanted} can run {call.pattern} form={call.form!r} on grid {call.kv_grid}:\n{lines}")
+    wanted = "no backend can run" if backend == "auto" else f"backend {backend!r} cannot run"
+    raise BackendUnavailable(f"{wanted} {call.pattern} form={call.form!r} on grid {call.kv_grid}:\n{lines}")

@@ -69,7 +69,7 @@ class Pattern:
         """Raise ``ValueError`` (expected vs got) if the pattern cannot run on these grids."""
         if len(kv_grid) not in self.dims:
             raise ValueError(f"{self} works on grids with {self.dims} dims; got a {len(kv_grid)}-dim grid {kv_grid}")
-        for name in ("kernel", "size", "block", "dilation"):
+        for name in ("kernel", "size", "shift", "block", "dilation"):
             value = getattr(self, name, None)
             if isinstance(value, tuple) and len(value) != len(kv_grid):
                 raise ValueError(
@@ -356,8 +356,9 @@ def axial_patterns(dims: int = 2) -> tuple[Axial, ...]:
 @dataclass(frozen=True)
 class Strided(Pattern):
     """Sparse Transformer's strided pattern on the raster-flattened grid (any dims): query ``i`` sees key
-    ``j`` iff ``|i - j| < local`` (a local band) or ``(i - j) mod stride == 0`` (a strided column). With
-    ``local = stride = W`` on an ``(H, W)`` grid that is "the row and the column". ``causal`` adds ``j ≤ i``."""
+    ``j`` iff ``|i - j| < local`` (a band in raster order) or ``(i - j) mod stride == 0`` (a strided
+    column). With ``local = stride = W`` on an ``(H, W)`` grid and ``causal=True`` that is the paper's
+    "previous W positions and the column above"; non-causal, the band reaches into the neighbouring rows."""
 
     local: int = 8
     stride: int = 8
@@ -389,6 +390,9 @@ class Graph(Pattern):
     def adjacency(self, n: int) -> Tensor:
         """Dense ``(n, n)`` bool adjacency; raises ``ValueError`` on bad edges."""
         edges = self.edges
+        if not isinstance(edges, torch.Tensor) or edges.dtype not in (torch.bool, torch.int32, torch.int64):
+            got = edges.dtype if isinstance(edges, torch.Tensor) else type(edges).__name__
+            raise TypeError(f"Graph edges must be an int64 (E, 2) tensor or a bool (N, N) adjacency, got {got}")
         if edges.dtype == torch.bool:
             if tuple(edges.shape) != (n, n):
                 raise ValueError(f"Graph adjacency must be ({n}, {n}) for {n} tokens, got {tuple(edges.shape)}")
@@ -401,7 +405,7 @@ class Graph(Pattern):
                     f"Graph edges must index tokens in [0, {n}), got range [{int(edges.min())}, {int(edges.max())}]"
                 )
             adj = torch.zeros(n, n, dtype=torch.bool)
-            adj[edges[:, 0].cpu(), edges[:, 1].cpu()] = True
+            adj[edges[:, 0].long().cpu(), edges[:, 1].long().cpu()] = True
         if self.self_loops:
             adj |= torch.eye(n, dtype=torch.bool)
         return adj.cpu()
