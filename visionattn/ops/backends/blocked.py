@@ -25,6 +25,7 @@ from ..call import AttentionCall
 from ..patterns import AxisTiling, Pattern
 from ..position import RelativeBias, RelativeLogits
 from .base import Backend
+from .biased_sdpa import biased_attention
 
 _TILE = contextvars.ContextVar("visionattn_blocked_tile", default=None)
 DEFAULT_TILE = {1: 64, 2: 8, 3: 4}  # query tile per axis for Neighborhood, by grid dims
@@ -187,9 +188,13 @@ def blocked_attention(call: AttentionCall) -> Tensor:
         bias = torch.zeros((), dtype=q.dtype, device=q.device)
     else:
         bias = bias.to(q.dtype).reshape(-1, n_tiles, *bias.shape[1:])
-    mask = bias.masked_fill(~(allowed | ~has_key), float("-inf"))  # empty rows stay finite
-    mask = mask.expand(B, *mask.shape[1:]).reshape(B * n_tiles, *mask.shape[2:])
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=call.scale)
+    mask = bias.masked_fill(~(allowed | ~has_key), float("-inf"))  # (1|B, nT, 1|h, Tq, Tk); empty rows stay finite
+    if mask.requires_grad:  # fused SDPA gives no bias gradient: our own biased attention, batch kept broadcast
+        tiles5 = [t.reshape(B, n_tiles, *t.shape[1:]) for t in (q, k, v)]
+        o = biased_attention(*tiles5, mask, call.scale).reshape(B * n_tiles, *q.shape[1:-1], v.shape[-1])
+    else:
+        mask = mask.expand(B, *mask.shape[1:]).reshape(B * n_tiles, *mask.shape[2:])
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=call.scale)
     if bool((~has_key & plan.q_valid).any()):  # real queries with no allowed key output zeros
         o = o.masked_fill(~has_key.expand(B, *has_key.shape[1:]).reshape(B * n_tiles, 1, -1, 1), 0.0)
     return _from_tiles(o, plan, B, call.q_grid)
