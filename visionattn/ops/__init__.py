@@ -1,7 +1,7 @@
 """The universal mixing operator: ``attention(q, k, v, pattern, position=, form=, backend=)``."""
 
 from .backends import BACKENDS, neighborhood_tile
-from .dispatch import BackendUnavailable, attention, choose_backend
+from .dispatch import BackendUnavailable, attention, choose_backend, intercept_attention
 from .patterns import Axial, Global, Graph, Halo, Neighborhood, Pattern, Strided, Window, axial_patterns
 from .position import RelativeBias, RelativeLogits, Rope, rope_frequencies
 
@@ -22,6 +22,7 @@ __all__ = [
     "attention",
     "axial_patterns",
     "choose_backend",
+    "intercept_attention",
     "neighborhood_tile",
     "rope_frequencies",
 ]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -9,6 +13,21 @@ from .backends import AUTO_ORDER, BACKENDS
 from .call import AttentionCall, make_call
 from .patterns import Pattern
 from .position import Position, Rope
+
+
+_INTERCEPT: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("visionattn_intercept", default=None)
+
+
+@contextlib.contextmanager
+def intercept_attention(handler: Callable[[AttentionCall], Tensor]):
+    """Scoped: every :func:`attention` call in this context returns ``handler(call)`` (a validated, prepared
+    :class:`AttentionCall`) instead of running a backend. Used by analysis tools (analytic FLOP counting,
+    attention-map capture); outside the context nothing changes."""
+    token = _INTERCEPT.set(handler)
+    try:
+        yield
+    finally:
+        _INTERCEPT.reset(token)
 
 
 class BackendUnavailable(ValueError):
@@ -42,6 +61,9 @@ def attention(
     """
     call = make_call(q, k, v, pattern, position, form, scale, key_padding_mask)
     call = _prepare(call)
+    handler = _INTERCEPT.get()
+    if handler is not None:
+        return handler(call)
     return choose_backend(call, backend).run(call)
 
 

@@ -1,0 +1,1 @@
+"""Placeholder: presets of this family are being written."""
