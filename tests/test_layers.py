@@ -413,7 +413,9 @@ def test_learned_position_embedding_identity_and_interpolation():
     out = emb(_x((16, 12), dim=16))
     assert out.shape == (2, 16, 12, 16)
     # same as timm-style bicubic resize done by hand
-    manual = F.interpolate(emb.weight.permute(0, 3, 1, 2), size=(16, 12), mode="bicubic", align_corners=False)
+    manual = F.interpolate(
+        emb.weight.permute(0, 3, 1, 2), size=(16, 12), mode="bicubic", align_corners=False, antialias=True
+    )
     torch.testing.assert_close(big, manual.permute(0, 2, 3, 1))
     # gradients flow through the interpolation
     emb.weight.grad = None

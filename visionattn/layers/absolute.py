@@ -59,7 +59,7 @@ class LearnedPositionEmbedding(nn.Module):
 
     ``forward(x)``: x ``(B, *grid', dim)`` channels-last → ``x + embedding``, the embedding resized to ``grid'``
     when it differs from the trained grid (linear / bicubic / trilinear for 1D / 2D / 3D, ``align_corners=False``,
-    no antialias: timm's ``resample_abs_pos_embed``).
+    antialiased when shrinking, as timm's ``resample_abs_pos_embed`` does, so timm checkpoints behave the same).
     """
 
     def __init__(self, grid: tuple[int, ...], dim: int):
@@ -78,7 +78,7 @@ class LearnedPositionEmbedding(nn.Module):
             raise ValueError(f"LearnedPositionEmbedding was built for a {len(self.grid)}-dim grid, got grid {grid}")
         dims = len(grid)
         w = self.weight.movedim(-1, 1)  # (1, dim, *grid)
-        w = F.interpolate(w.float(), size=grid, mode=_MODES[dims], align_corners=False, antialias=False)
+        w = F.interpolate(w.float(), size=grid, mode=_MODES[dims], align_corners=False, antialias=dims == 2)
         return w.movedim(1, -1).to(self.weight.dtype)  # (1, *grid', dim)
 
     def forward(self, x: Tensor) -> Tensor:

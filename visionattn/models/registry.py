@@ -27,6 +27,7 @@ class Preset:
     img_size: int = 224
     tiny: bool = False  # a test-size variant that runs in milliseconds
     paper: str = ""  # what it reproduces, for `visionattn models`
+    num_classes: int = 1000  # default head width (0 = no head: pooled features, e.g. DINO backbones)
 
 
 _REGISTRY: dict[str, Preset] = {}
@@ -61,19 +62,22 @@ def list_models(pattern: str = "*", include_tiny: bool = True) -> list[str]:
 
 def create_model(
     name: str,
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     img_size: int | None = None,
     pretrained_path: str | None = None,
     **overrides,
 ) -> nn.Module:
-    """Build a registered model. ``overrides`` replace fields of its spec (e.g. ``depth=6``, ``drop_path=0.1``);
+    """Build a registered model (``num_classes`` defaults to the preset's: 1000, or 0 for DINO backbones).
+    ``overrides`` replace fields of its spec (e.g. ``depth=6``, ``drop_path=0.1``);
     ``pretrained_path`` loads a checkpoint (ours, or a timm/DINO state dict) with ``weights_only`` loading."""
     preset = get_preset(name)
     fields = {f.name for f in dataclasses.fields(preset.spec)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"{name}: unknown spec fields {unknown}; the spec {type(preset.spec).__name__} has {sorted(fields)}")
+        spec_name = type(preset.spec).__name__
+        raise ValueError(f"{name}: unknown spec fields {unknown}; the spec {spec_name} has {sorted(fields)}")
     spec = dataclasses.replace(preset.spec, **overrides)
+    num_classes = preset.num_classes if num_classes is None else num_classes
     model = preset.builder(spec, num_classes=num_classes, img_size=img_size or preset.img_size)
     model.preset = preset
     if pretrained_path is not None:

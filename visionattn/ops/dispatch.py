@@ -14,7 +14,6 @@ from .call import AttentionCall, make_call
 from .patterns import Pattern
 from .position import Position, Rope
 
-
 _INTERCEPT: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("visionattn_intercept", default=None)
 
 

@@ -28,7 +28,8 @@ from .base import Backend
 from .biased_sdpa import biased_attention
 
 _TILE = contextvars.ContextVar("visionattn_blocked_tile", default=None)
-DEFAULT_TILE = {1: 64, 2: 8, 3: 4}  # query tile per axis for Neighborhood, by grid dims
+DEFAULT_TILE = {1: 64, 2: 8, 3: 4}
+FOLD_LOGITS = True  # query tile per axis for Neighborhood, by grid dims
 
 
 @contextlib.contextmanager
@@ -150,22 +151,49 @@ def _bias(call: AttentionCall, plan: _Plan, q_tiles: Tensor) -> Tensor | None:
         bias = position.table.flatten(1)[:, flat].float()  # (h, n.., T.., K..)
         return bias.reshape(position.table.shape[0], math.prod(plan.n), math.prod(plan.tq), -1).transpose(0, 1)
     if isinstance(position, RelativeLogits):
-        B_tiles, h = q_tiles.shape[0], q_tiles.shape[1]
-        B = B_tiles // math.prod(plan.n)
         total = 0
-        for a, (table, r) in enumerate(zip(position.tables, position.radius, strict=True)):
-            qr = torch.matmul(q_tiles.float(), table.float().t())  # (B*nT, h, Tq, 2R+1)
-            qr = qr.reshape(B, *plan.n, h, *plan.tq, 2 * r + 1)
-            index = plan.deltas[a].clamp(-r, r) + r  # (n_a, T_a, K_a)
-            shape = [1] * (2 * dims + 3)
-            shape[1 + a], shape[dims + 2 + a], shape[-1] = index.shape
-            index = index.reshape(shape).expand(*qr.shape[:-1], index.shape[-1])
-            logits = torch.gather(qr, -1, index)  # (B, n.., h, T.., K_a)
+        for a, logits in enumerate(_relative_logits(call, plan, q_tiles)):  # (B*nT, h, Tq, K_a)
             k_shape = [1] * dims
-            k_shape[a] = index.shape[-1]
+            k_shape[a] = logits.shape[-1]
             total = total + logits.reshape(*logits.shape[:-1], *k_shape)
-        return total.reshape(B_tiles, h, math.prod(plan.tq), math.prod(plan.tk))
+        return total.reshape(*q_tiles.shape[:-1], math.prod(plan.tk))
     return None
+
+
+def _relative_logits(call: AttentionCall, plan: _Plan, q_tiles: Tensor) -> list[Tensor]:
+    """Per axis ``a``: ``q · r^a[Δ_a]`` for every query slot and key-box slot of that axis,
+    ``(B * n_tiles, h, Tq, K_a)`` float32 — the relative logits before they are spread over the other axes."""
+    dims, B_tiles, h = call.dims, q_tiles.shape[0], q_tiles.shape[1]
+    B = B_tiles // math.prod(plan.n)
+    out = []
+    for a, (table, r) in enumerate(zip(call.position.tables, call.position.radius, strict=True)):
+        qr = torch.matmul(q_tiles.float(), table.float().t())  # (B*nT, h, Tq, 2R+1)
+        qr = qr.reshape(B, *plan.n, h, *plan.tq, 2 * r + 1)
+        index = plan.deltas[a].clamp(-r, r) + r  # (n_a, T_a, K_a)
+        shape = [1] * (2 * dims + 3)
+        shape[1 + a], shape[dims + 2 + a], shape[-1] = index.shape
+        index = index.reshape(shape).expand(*qr.shape[:-1], index.shape[-1])
+        out.append(torch.gather(qr, -1, index).reshape(B_tiles, h, -1, index.shape[-1]))  # (B*nT, h, Tq, K_a)
+    return out
+
+
+def _fold_relative_logits(call: AttentionCall, plan: _Plan, q: Tensor, k: Tensor, v: Tensor):
+    """Fold ``q · r_Δ`` into the dot product so a fused kernel computes it: per axis, append the query's
+    relative logits over the key-box slots to q (divided by the scale) and a one-hot of each key's slot to k;
+    then ``scale · q'·k' = scale · q·k + Σ_a q·r^a[Δ_a]``. v is zero-padded to the same width (fused CPU SDPA
+    needs equal q and v widths). Returns q', k', v' ``(B*nT, h, T, d + Σ K_a)``."""
+    parts_q, parts_k = [q], [k]
+    tk = plan.tk
+    for a, logits in enumerate(_relative_logits(call, plan, q)):
+        parts_q.append((logits / call.scale).to(q.dtype))
+        slot = torch.arange(tk[a], device=q.device)  # the key's slot along axis a, for every key of the box
+        shape = [1] * len(tk)
+        shape[a] = tk[a]
+        slot = slot.reshape(shape).expand(*tk).reshape(-1)  # (Tk,)
+        onehot = torch.nn.functional.one_hot(slot, tk[a]).to(k.dtype)  # (Tk, K_a)
+        parts_k.append(onehot.expand(*k.shape[:2], *onehot.shape))
+    extra = sum(p.shape[-1] for p in parts_q[1:])
+    return torch.cat(parts_q, -1), torch.cat(parts_k, -1), F.pad(v, (0, extra))
 
 
 def blocked_attention(call: AttentionCall) -> Tensor:
@@ -180,9 +208,15 @@ def blocked_attention(call: AttentionCall) -> Tensor:
     if call.key_padding_mask is not None:
         pad = _to_tiles(call.key_padding_mask[..., None, None], plan.k_gather, plan.n, plan.tk)  # (B*nT,1,Tk,1)
         allowed = allowed & ~pad.reshape(B, n_tiles, 1, 1, -1)
-    bias = _bias(call, plan, q)  # (B*nT or nT, h, Tq, Tk)
+    v_dim = v.shape[-1]
+    if FOLD_LOGITS and isinstance(call.position, RelativeLogits):
+        q, k, v = _fold_relative_logits(call, plan, q, k, v)
+        bias = None
+    else:
+        bias = _bias(call, plan, q)  # (B*nT or nT, h, Tq, Tk)
     if bias is None and plan.all_allowed and call.key_padding_mask is None:
-        return _from_tiles(F.scaled_dot_product_attention(q, k, v, scale=call.scale), plan, B, call.q_grid)
+        o = F.scaled_dot_product_attention(q, k, v, scale=call.scale)[..., :v_dim]
+        return _from_tiles(o, plan, B, call.q_grid)
     has_key = allowed.any(-1, keepdim=True)
     if bias is None:
         bias = torch.zeros((), dtype=q.dtype, device=q.device)
@@ -194,7 +228,7 @@ def blocked_attention(call: AttentionCall) -> Tensor:
         o = biased_attention(*tiles5, mask, call.scale).reshape(B * n_tiles, *q.shape[1:-1], v.shape[-1])
     else:
         mask = mask.expand(B, *mask.shape[1:]).reshape(B * n_tiles, *mask.shape[2:])
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=call.scale)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=call.scale)[..., :v_dim]
     if bool((~has_key & plan.q_valid).any()):  # real queries with no allowed key output zeros
         o = o.masked_fill(~has_key.expand(B, *has_key.shape[1:]).reshape(B * n_tiles, 1, -1, 1), 0.0)
     return _from_tiles(o, plan, B, call.q_grid)
