@@ -47,6 +47,8 @@ class Attention(nn.Module):
             Halo) and RoPE only its number of dims is used.
         dims: grid dims when ``grid_size`` is not given (default: from tuple-valued pattern sizes, else 2).
         backend: operator backend, ``'auto'`` or a name in ``visionattn.ops.BACKENDS``.
+        proj: output projection ``heads·head_dim → dim``. ``False`` (bottleneck mixers of SASA / HaloNet / BoTNet,
+            whose next 1×1 conv projects anyway) needs ``heads · head_dim == dim``.
         attn_drop: must be 0 — dropout on attention probabilities cannot be applied uniformly inside fused SDPA
             tiles; regularise with ``proj_drop`` or DropPath instead.
     """
@@ -65,6 +67,7 @@ class Attention(nn.Module):
         proj_drop: float = 0.0,
         head_dim: int | None = None,
         dims: int | None = None,
+        proj: bool = True,
     ):
         super().__init__()
         if not isinstance(pattern, Pattern):
@@ -108,7 +111,9 @@ class Attention(nn.Module):
         else:
             self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
         self.position = make_position(position, heads, head_dim, pattern, grid_size)
-        self.proj = nn.Linear(inner, dim)
+        if not proj and inner != dim:
+            raise ValueError(f"proj=False needs heads·head_dim == dim, got {heads}·{head_dim} = {inner} vs dim {dim}")
+        self.proj = nn.Linear(inner, dim) if proj else nn.Identity()
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:

@@ -90,11 +90,12 @@ class AttentionMixer(nn.Module):
         self.spec, self.stride = spec, stride
         query_stride = stride if spec.downsample == "query" else 1
         if spec.kind == "axial":
-            self.attn = AxialAttention(dim, spec.heads, position=spec.position, grid_size=grid_size, backend=backend)
+            self.attn = AxialAttention(dim, spec.heads, position=spec.position, grid_size=grid_size, backend=backend,
+                                       qkv_bias=False, proj=False)
         else:
             pattern = dataclasses.replace(spec.pattern, stride=query_stride) if query_stride > 1 else spec.pattern
             self.attn = Attention(dim, spec.heads, pattern, position=spec.position, grid_size=grid_size,
-                                  backend=backend, dims=None if grid_size else 2)
+                                  backend=backend, dims=None if grid_size else 2, qkv_bias=False, proj=False)
         pool = stride > 1 and query_stride == 1
         self.pool = nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False) if pool else nn.Identity()
 
