@@ -2,6 +2,9 @@
 
 from .absolute import LearnedPositionEmbedding, SinCosPositionEmbedding, sincos_position_embedding
 from .attention import Attention, AxialAttention
+from .bottleneck import BottleneckBlock, MixerSpec
+from .embed import PatchEmbed
+from .nonlocal_block import NonLocalBlock
 from .position import (
     POSITION_KINDS,
     RelativeBiasTable,
@@ -10,9 +13,17 @@ from .position import (
     make_position,
     position_radius,
 )
+from .stems import make_stem
+from .transformer import TransformerBlock
 
 __all__ = [
     "POSITION_KINDS",
+    "BottleneckBlock",
+    "MixerSpec",
+    "NonLocalBlock",
+    "PatchEmbed",
+    "TransformerBlock",
+    "make_stem",
     "Attention",
     "AxialAttention",
     "LearnedPositionEmbedding",
