@@ -82,32 +82,46 @@ def _spread(one: Tensor, axis: int, dims: int, groups: int) -> Tensor:
 
 
 class _Gather:
-    """Gather one axis into tile layout ``n * T``: a pad when the index is the identity, else index_select."""
+    """Gather one axis of a tensor into tiles: the axis ``dim`` becomes ``n`` tiles and a tile axis ``T`` is
+    appended last. Boxes in arithmetic progression (windows, halo blocks, centred neighborhoods: every tile
+    starts ``step`` after the previous one) are a zero-pad + ``unfold`` view; anything else (NATTEN's inward
+    shifted borders, dilation groups) is an ``index_select`` of clamped indices."""
 
-    def __init__(self, index: Tensor | None, pad: int):
-        self.index, self.pad = index, pad
+    def __init__(self, index: Tensor | None, window: tuple[int, int, int, int, int] | None):
+        self.index, self.window = index, window  # window: (left pad, right pad, start, size, step)
 
     @staticmethod
     def build(index: Tensor, length: int, device: str) -> _Gather:
-        flat = index.reshape(-1)
-        if torch.equal(flat[:length], torch.arange(length)) and bool((flat[length:] == -1).all()):
-            return _Gather(None, flat.numel() - length)
-        return _Gather(flat.clamp_min(0).to(device), 0)
+        n, size = index.shape
+        valid = index >= 0
+        first = valid.int().argmax(dim=1)  # first in-grid slot of each tile (every tile has one)
+        starts = index.gather(1, first[:, None])[:, 0] - first  # where each box would start
+        step = int(starts[1] - starts[0]) if n > 1 else size
+        offset = int(starts[0])
+        expected = offset + torch.arange(n)[:, None] * step + torch.arange(size)[None]
+        expected = torch.where((expected >= 0) & (expected < length), expected, -1)
+        if step > 0 and bool(valid.any(dim=1).all()) and torch.equal(expected, index):
+            left, needed = max(0, -offset), offset + (n - 1) * step + size
+            return _Gather(None, (left, max(0, needed - length), offset + left, needed - offset, step))
+        return _Gather(index.reshape(-1).clamp_min(0).to(device), None)
 
-    def __call__(self, x: Tensor, dim: int) -> Tensor:
+    def __call__(self, x: Tensor, dim: int, n: int, size: int) -> Tensor:
         if self.index is not None:
-            return x.index_select(dim, self.index)
-        if self.pad:
-            pad = [0, 0] * (x.ndim - dim - 1) + [0, self.pad]
-            return F.pad(x, pad)
-        return x
+            x = x.index_select(dim, self.index).unflatten(dim, (n, size))
+            return x.movedim(dim + 1, -1)
+        left, right, start, span, step = self.window
+        if left or right:
+            x = F.pad(x, [0, 0] * (x.ndim - dim - 1) + [left, right])
+        return x.narrow(dim, start, span).unfold(dim, size, step)  # (.., n, .., size) — a view
 
 
-def _inverse(index: Tensor, length: int, device: str) -> Tensor | None:
-    """Where each query ended up in the flattened tile layout (None when it is the identity prefix)."""
+def _inverse(index: Tensor, length: int, device: str) -> int | Tensor:
+    """Where each query ended up in the flattened tile layout: an offset when the queries sit there in order
+    (a ``narrow``), else an index tensor."""
     flat = index.reshape(-1)
-    if torch.equal(flat[:length], torch.arange(length)):
-        return None
+    start = int((flat == 0).nonzero()[0])
+    if torch.equal(flat[start : start + length], torch.arange(length)):
+        return start
     where = torch.empty(length, dtype=torch.long)
     valid = flat >= 0
     where[flat[valid]] = torch.arange(flat.numel())[valid]
@@ -123,10 +137,9 @@ def _to_tiles(x: Tensor, gathers: list[_Gather], n, t) -> Tensor:
     """(B, *grid, h, d) → (B * n_tiles, h, prod(t), d)."""
     dims = len(n)
     for a, gather in enumerate(gathers):
-        x = gather(x, 1 + a)
-    B, h, d = x.shape[0], x.shape[-2], x.shape[-1]
-    x = x.reshape(B, *[s for pair in zip(n, t, strict=True) for s in pair], h, d)  # (B, n0, t0, n1, t1, .., h, d)
-    order = [0, *[1 + 2 * a for a in range(dims)], 2 * dims + 1, *[2 + 2 * a for a in range(dims)], 2 * dims + 2]
+        x = gather(x, 1 + a, n[a], t[a])  # axis a → n_a tiles; its tile axis is appended last
+    B, h, d = x.shape[0], x.shape[dims + 1], x.shape[dims + 2]  # x: (B, n0.., h, d, t0..)
+    order = [0, *range(1, dims + 1), dims + 1, *range(dims + 3, 2 * dims + 3), dims + 2]
     return x.permute(order).reshape(B * math.prod(n), h, math.prod(t), d)
 
 
@@ -137,7 +150,7 @@ def _from_tiles(o: Tensor, plan: _Plan, B: int, q_grid) -> Tensor:
     order = [0, *[s for a in range(dims) for s in (1 + a, dims + 2 + a)], dims + 1, 2 * dims + 2]
     o = o.permute(order).reshape(B, *[n * t for n, t in zip(plan.n, plan.tq, strict=True)], h, d)
     for a, where in enumerate(plan.q_scatter):
-        o = o.narrow(1 + a, 0, q_grid[a]) if where is None else o.index_select(1 + a, where)
+        o = o.narrow(1 + a, where, q_grid[a]) if isinstance(where, int) else o.index_select(1 + a, where)
     return o
 
 
