@@ -55,6 +55,7 @@ SECTIONS = ("window", "halo", "nbhd", "flops", "memory")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 RESULTS: list[dict] = []
 OTHERS: list[float] = []  # % of the machine used by other processes during each measurement
+NOISE_LEFT = [0.0]  # seconds the whole run may still spend waiting for quiet / re-measuring (--noise-budget)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -62,9 +63,11 @@ OTHERS: list[float] = []  # % of the machine used by other processes during each
 class Budget:
     """Repeat counts: warmup calls, then as many alternating rounds as fit ``seconds`` (within bounds)."""
 
-    def __init__(self, warmup: int, min_reps: int, max_reps: int, seconds: float, quiet_wait: float = 0.0):
+    def __init__(self, warmup: int, min_reps: int, max_reps: int, seconds: float, quiet_wait: float = 0.0,
+                 retries: int = 0):
         self.warmup, self.min_reps, self.max_reps, self.seconds = warmup, min_reps, max_reps, seconds
         self.quiet_wait = quiet_wait  # wait up to this long for other processes to go quiet before timing
+        self.retries = retries  # measure again (after waiting) when other processes interfered
 
 
 def _cpu_seconds() -> tuple[float, float]:
@@ -98,9 +101,32 @@ def wait_quiet(max_wait: float, threshold: float = 0.15) -> float:
 
 def measure(cases: dict[str, Callable[[], object]], budget: Budget) -> dict[str, dict]:
     """Time each callable, alternating the order every round; returns ms statistics per case, plus the share
-    of the machine that other processes used meanwhile (``others_pct``: noise on a shared box)."""
+    of the machine that other processes used meanwhile (``others_pct``: noise on a shared box). When others
+    used more than 10 % of the machine, wait for quiet and measure again (``budget.retries`` times); the
+    attempt with the least interference is kept."""
+    best = None
+    for attempt in range(1 + budget.retries):
+        t0 = time.perf_counter()
+        wait = min(NOISE_LEFT[0], budget.quiet_wait if attempt == 0 else max(30.0, budget.quiet_wait))
+        out = _measure_once(cases, budget, wait_quiet(wait))
+        others = next(iter(out.values()))["others_pct"]
+        if best is None or others < next(iter(best.values()))["others_pct"]:
+            best = out
+        if attempt:  # waiting and re-measuring share one budget for the whole run
+            NOISE_LEFT[0] -= time.perf_counter() - t0
+        else:
+            NOISE_LEFT[0] -= out[next(iter(out))]["waited_s"]
+        if math.isnan(others) or others <= 10.0 or NOISE_LEFT[0] <= 0:
+            break
+    for stat in best.values():
+        stat["attempts"] = attempt + 1
+    if not math.isnan(next(iter(best.values()))["others_pct"]):
+        OTHERS.append(next(iter(best.values()))["others_pct"])
+    return best
+
+
+def _measure_once(cases: dict[str, Callable[[], object]], budget: Budget, waited: float) -> dict[str, dict]:
     names = list(cases)
-    waited = wait_quiet(budget.quiet_wait)
     b0, o0 = _cpu_seconds()
     w0 = time.perf_counter()
     last = {}
@@ -125,7 +151,6 @@ def measure(cases: dict[str, Callable[[], object]], budget: Budget) -> dict[str,
     others = float("nan")  # /proc/stat counts 10 ms ticks: too coarse for short measurements
     if elapsed > 1.0:
         others = min(100.0, 100.0 * max(0.0, (b1 - b0) - (o1 - o0)) / (elapsed * (os.cpu_count() or 1)))
-        OTHERS.append(others)
     out = {}
     for name, ts in times.items():
         ts.sort()
@@ -490,7 +515,7 @@ def bench_nbhd(args, dtypes) -> None:
                 )
                 record("nbhd", case, dname, "fwd", st, anchor="flex-compiled", compile_s=compile_s)
                 flex_rows.append([f"{S}x{S} B={B}", dname, "fwd", ms(st["ours"]), ms(st["flex"]),
-                                  ratio(st["flex"], st["ours"]), f"{compile_s:.0f} s, |diff| {fdiff:.1e}", busy(st)])
+                                  ratio(st["flex"], st["ours"]), f"{compile_s:.0f} s, max diff {fdiff:.1e}", busy(st)])
             except Exception as e:  # noqa: BLE001 - report and continue
                 msg = " ".join(f"{type(e).__name__}: {e}".split())[:200]
                 print(f"  flex compile failed ({S}x{S} {dname}): {msg}")
@@ -533,7 +558,7 @@ def tile_sweep(args, dtypes) -> None:
         else:
             ins = [t.clone().requires_grad_(True) for t in (q, k, v)]
             cases = {str(t): forward_backward(with_tile(t), ins, [], g) for t in tiles}
-        st = measure(cases, Budget(1, 3, 5, args.budget.seconds, args.budget.quiet_wait))
+        st = measure(cases, Budget(1, 3, 5, args.budget.seconds, args.budget.quiet_wait, args.budget.retries))
         record("nbhd-tile", f"{S}x{S} C={heads * d} h={heads} k={kernel} B={B}", "fp32", mode, st)
         best = min(st, key=lambda t: st[t]["ms"])
         rows.append([mode, *[ms(st[str(t)]) for t in tiles], best, busy(st)])
@@ -549,7 +574,8 @@ def tile_sweep(args, dtypes) -> None:
 def matmul_peak(args) -> float:
     n = 1024 if args.quick else 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
-    st = measure({"mm": lambda: a @ b}, Budget(2, 3 if args.quick else 10, 20, 2.0, args.budget.quiet_wait))["mm"]
+    budget = Budget(2, 3 if args.quick else 10, 20, 2.0, args.budget.quiet_wait, args.budget.retries)
+    st = measure({"mm": lambda: a @ b}, budget)["mm"]
     return 2 * n**3 / (st["ms"] * 1e-3) / 1e9
 
 
@@ -677,7 +703,7 @@ def bench_memory(args, dtypes) -> None:
             n = S * S
             dense_gib = n * n * 2 * 4 / 2**30  # one fp32 (heads=2, N, N) score tensor
             if pname == "global" and dense_gib > limit_gib:
-                rows.append([label, f"{S}x{S}", f"{n}", "-", "-", f"skipped: would need {dense_gib:.0f} GiB", "-", "-"])
+                rows.append([label, f"{S}x{S}", f"{n}", "-", f"skipped: would need {dense_gib:.0f} GiB", "-", "-", "-"])
                 continue
             cmd = [sys.executable, os.path.abspath(__file__), "--_mem", pname, str(S)]
             proc = None
@@ -686,7 +712,7 @@ def bench_memory(args, dtypes) -> None:
                 res = json.loads(proc.stdout.strip().splitlines()[-1])
             except Exception as e:  # noqa: BLE001 - one failed case must not end the run
                 tail = " ".join((proc.stderr if proc is not None else "").split())[-160:]
-                rows.append([label, f"{S}x{S}", f"{n}", "-", "-", f"failed: {type(e).__name__} {tail}", "-", "-"])
+                rows.append([label, f"{S}x{S}", f"{n}", "-", f"failed: {type(e).__name__} {tail}", "-", "-", "-"])
                 continue
             per_tok = res["peak_growth_mib_second"] * 2**20 / n
             RESULTS.append({"section": "memory", "case": f"{label} {S}x{S}", "dtype": "fp32", **res})
@@ -717,7 +743,15 @@ def machine_facts() -> dict:
         timm_version = timm.__version__
     except ImportError:
         timm_version = "not installed"
+    try:
+        git = ["git", "-C", ROOT]
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "visionattn/ops"], capture_output=True, text=True)
+        commit = (commit or "unknown") + (" (visionattn/ops modified)" if dirty.stdout.strip() else "")
+    except OSError:
+        commit = "unknown"
     return {
+        "commit": commit,
         "torch": torch.__version__,
         "timm": timm_version,
         "python": platform.python_version(),
@@ -736,6 +770,10 @@ def main(argv=None) -> int:
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma list of {','.join(SECTIONS)}")
     p.add_argument("--out", default=None, help="write all results as JSON to this file")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile of FlexAttention")
+    p.add_argument("--retries", type=int, default=2,
+                   help="re-measure a comparison up to this many times when other processes used > 10%% of the CPU")
+    p.add_argument("--noise-budget", type=float, default=180.0,
+                   help="total seconds the run may spend on waiting for quiet and re-measuring (default 180)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--quiet-wait", type=float, default=None,
                    help="before each measurement wait up to this many s for other processes to go quiet "
@@ -746,20 +784,24 @@ def main(argv=None) -> int:
         mem_child(args._mem[0], int(args._mem[1]))
         return 0
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
-    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    aliases = {"neighborhood": "nbhd", "sasa": "nbhd", "flex": "nbhd", "peak": "flops", "gflops": "flops",
+               "mem": "memory"}
+    only = [aliases.get(s.strip(), s.strip()) for s in args.only.split(",") if s.strip()]
     bad = [d for d in dtypes if d not in DTYPES] + [s for s in only if s not in SECTIONS]
     if bad:
         p.error(f"unknown dtype/section {bad}; dtypes {list(DTYPES)}, sections {list(SECTIONS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    NOISE_LEFT[0] = 0.0 if args.quick else args.noise_budget
     wait = args.quiet_wait if args.quiet_wait is not None else (0.0 if args.quick else 10.0)
-    args.budget = Budget(1, 2, 3, 0.5, wait) if args.quick else Budget(2, 3, 25, 8.0, wait)
+    args.budget = Budget(1, 2, 3, 0.5, wait) if args.quick else Budget(2, 3, 25, 8.0, wait, args.retries)
     facts = machine_facts()
     print(
         f"machine: torch {facts['torch']}, timm {facts['timm']}, python {facts['python']}, CPU {facts['cpu']} "
         f"({facts['cores']} cores), capability {facts['cpu_capability']}, torch threads {facts['threads']}, "
         f"load avg {facts['loadavg'][0]:.2f}"
     )
+    print(f"visionattn commit: {facts['commit']}")
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
     start = time.perf_counter()
     runners = {"window": bench_window, "halo": bench_halo, "nbhd": bench_nbhd, "flops": bench_flops,

@@ -28,8 +28,7 @@ from .base import Backend
 from .biased_sdpa import biased_attention
 
 _TILE = contextvars.ContextVar("visionattn_blocked_tile", default=None)
-DEFAULT_TILE = {1: 64, 2: 8, 3: 4}
-FOLD_LOGITS = True  # query tile per axis for Neighborhood, by grid dims
+DEFAULT_TILE = {1: 64, 2: 8, 3: 4}  # query tile per axis for Neighborhood, by grid dims
 
 
 @contextlib.contextmanager
@@ -155,7 +154,8 @@ def _from_tiles(o: Tensor, plan: _Plan, B: int, q_grid) -> Tensor:
 
 
 def _bias(call: AttentionCall, plan: _Plan, q_tiles: Tensor) -> Tensor | None:
-    """Position bias in tile layout: ``(B * n_tiles or n_tiles, h, Tq, Tk)`` float32, or None."""
+    """Relative-bias table values in tile layout ``(n_tiles, h, Tq, Tk)`` float32, or None. (Relative logits
+    are not a bias here: :func:`_fold_relative_logits` puts them inside the dot product.)"""
     position, dims = call.position, call.dims
     if isinstance(position, RelativeBias):
         flat = 0
@@ -163,13 +163,6 @@ def _bias(call: AttentionCall, plan: _Plan, q_tiles: Tensor) -> Tensor | None:
             flat = flat * (2 * r + 1) + _spread(plan.deltas[a].clamp(-r, r) + r, a, dims, 3)
         bias = position.table.flatten(1)[:, flat].float()  # (h, n.., T.., K..)
         return bias.reshape(position.table.shape[0], math.prod(plan.n), math.prod(plan.tq), -1).transpose(0, 1)
-    if isinstance(position, RelativeLogits):
-        total = 0
-        for a, logits in enumerate(_relative_logits(call, plan, q_tiles)):  # (B*nT, h, Tq, K_a)
-            k_shape = [1] * dims
-            k_shape[a] = logits.shape[-1]
-            total = total + logits.reshape(*logits.shape[:-1], *k_shape)
-        return total.reshape(*q_tiles.shape[:-1], math.prod(plan.tk))
     return None
 
 
@@ -222,11 +215,11 @@ def blocked_attention(call: AttentionCall) -> Tensor:
         pad = _to_tiles(call.key_padding_mask[..., None, None], plan.k_gather, plan.n, plan.tk)  # (B*nT,1,Tk,1)
         allowed = allowed & ~pad.reshape(B, n_tiles, 1, 1, -1)
     v_dim = v.shape[-1]
-    if FOLD_LOGITS and isinstance(call.position, RelativeLogits):
+    if isinstance(call.position, RelativeLogits):
         q, k, v = _fold_relative_logits(call, plan, q, k, v)
         bias = None
     else:
-        bias = _bias(call, plan, q)  # (B*nT or nT, h, Tq, Tk)
+        bias = _bias(call, plan, q)  # (nT, h, Tq, Tk)
     if bias is None and plan.all_allowed and call.key_padding_mask is None:
         o = F.scaled_dot_product_attention(q, k, v, scale=call.scale)[..., :v_dim]
         return _from_tiles(o, plan, B, call.q_grid)
