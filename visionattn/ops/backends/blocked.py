@@ -153,7 +153,7 @@ def _from_tiles(o: Tensor, plan: _Plan, B: int, q_grid) -> Tensor:
     return o
 
 
-def _bias(call: AttentionCall, plan: _Plan, q_tiles: Tensor) -> Tensor | None:
+def _relative_bias(call: AttentionCall, plan: _Plan) -> Tensor | None:
     """Relative-bias table values in tile layout ``(n_tiles, h, Tq, Tk)`` float32, or None. (Relative logits
     are not a bias here: :func:`_fold_relative_logits` puts them inside the dot product.)"""
     position, dims = call.position, call.dims
@@ -219,7 +219,7 @@ def blocked_attention(call: AttentionCall) -> Tensor:
         q, k, v = _fold_relative_logits(call, plan, q, k, v)
         bias = None
     else:
-        bias = _bias(call, plan, q)  # (nT, h, Tq, Tk)
+        bias = _relative_bias(call, plan)  # (nT, h, Tq, Tk) or None
     if bias is None and plan.all_allowed and call.key_padding_mask is None:
         o = F.scaled_dot_product_attention(q, k, v, scale=call.scale)[..., :v_dim]
         return _from_tiles(o, plan, B, call.q_grid)
