@@ -6,8 +6,11 @@ a per-tile mask built from the pattern's own 1D rules (and position bias) is pas
 ``scaled_dot_product_attention``, and the output is scattered back. No ``N × N`` tensor exists: memory
 is ``O(N · box)``. Global and Axial fall out as one tile / one tile per line.
 
-Out-of-grid slots are filled by *clamped indices* (a real token, then masked), so padding values never
-exist and cannot leak. Key padding masks are gathered like keys.
+Key boxes in arithmetic progression (windows, halo blocks, centred neighborhoods) are zero-pad + ``unfold``
+views; other boxes (NATTEN's inward-shifted borders, dilation groups) gather clamped indices. Out-of-grid
+slots are masked either way, and the only padding values are zeros made here, so nothing leaks. Key padding
+masks are gathered like keys. Relative logits are folded into the dot product (fused kernel); a learnable
+relative bias goes through :mod:`.biased_sdpa` because fused SDPA gives its mask no gradient.
 """
 
 from __future__ import annotations
