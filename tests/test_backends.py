@@ -254,3 +254,17 @@ def test_blocked_neighborhood_any_tile_size(case, tile, kind):
     with neighborhood_tile(tile):
         got = _run(pattern, grid, kind, "blocked", torch.float32, grad=True)
     _compare(got, want, torch.float32)
+
+
+def test_global_plan_holds_no_quadratic_mask():
+    """Global on a 128×128 grid: one tile of 16384 queries × 16384 keys, but no N×N boolean is ever built."""
+    from visionattn.ops.backends.blocked import _plan
+
+    plan = _plan(Global(), (128, 128), (128, 128), 8, "cpu")
+    assert plan.all_allowed and plan.allowed.numel() == 1
+    padding = torch.zeros(1, 128, 128, dtype=torch.bool)
+    padding[:, 100:] = True
+    q = torch.randn(1, 128, 128, 1, 8, generator=torch.Generator().manual_seed(0))
+    out = attention(q, q, q, Global(), backend="blocked", key_padding_mask=padding)
+    want = attention(q[:, :100], q[:, :100], q[:, :100], Global(), backend="blocked")
+    torch.testing.assert_close(out[:, :100], want)

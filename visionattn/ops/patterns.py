@@ -15,6 +15,7 @@ differs for strided Halo attention (queries subsampled) and for Global cross-att
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -104,6 +105,9 @@ class Pattern:
 
     def max_offset(self, kv_grid: Grid) -> tuple[int, ...]:
         """Largest |key - query| position offset per axis over allowed pairs (size of relative tables)."""
+        return _max_offset(self, tuple(kv_grid))
+
+    def _max_offset(self, kv_grid: Grid) -> tuple[int, ...]:
         q_grid = self.query_grid(kv_grid)
         if self.separable:  # per axis, never the dense mask
             out = []
@@ -118,6 +122,11 @@ class Pattern:
         delta = (kc[None] - qc[:, None]).abs()  # (Nq, Nk, D)
         delta = torch.where(allowed[..., None], delta, torch.zeros_like(delta))
         return tuple(int(x) for x in delta.amax(dim=(0, 1)))
+
+
+@functools.lru_cache(maxsize=512)
+def _max_offset(pattern: Pattern, kv_grid: Grid) -> tuple[int, ...]:
+    return pattern._max_offset(kv_grid)
 
 
 def _place(one: Tensor, axis: int, dims: int) -> Tensor:

@@ -55,21 +55,25 @@ class _Plan:
         self.n = tuple(t.q_index.shape[0] for t in self.tilings)
         self.tq = tuple(t.q_index.shape[1] for t in self.tilings)
         self.tk = tuple(t.k_index.shape[1] for t in self.tilings)
-        allowed = torch.ones((), dtype=torch.bool)
         q_valid = torch.ones((), dtype=torch.bool)
+        per_axis = []
         self.deltas = []  # per axis (n_a, T_a, K_a) int64 key - query offsets
         for a, t in enumerate(self.tilings):
             qi, kj = t.q_index[:, :, None], t.k_index[:, None, :]
             one = pattern.axis_allowed(a, qi.clamp_min(0), kj.clamp_min(0), q_grid[a], kv_grid[a])
-            one = one & (qi >= 0) & (kj >= 0)
-            allowed = allowed & _spread(one, a, dims, 3)
+            per_axis.append(one & (qi >= 0) & (kj >= 0))
             q_valid = q_valid & _spread((t.q_index >= 0), a, dims, 2)
             coords = pattern.query_coords(a, q_grid[a])[t.q_index.clamp_min(0)]
             self.deltas.append((t.k_index[:, None, :] - coords[:, :, None]).to(device))
         n_tiles = math.prod(self.n)
-        self.allowed = allowed.reshape(n_tiles, 1, math.prod(self.tq), math.prod(self.tk)).to(device)
+        self.all_allowed = all(bool(one.all()) for one in per_axis)
+        if self.all_allowed:  # Global and friends: never build the (Tq, Tk) = N × N mask
+            self.allowed = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=device)
+        else:
+            allowed = functools.reduce(torch.logical_and, [_spread(one, a, dims, 3) for a, one in enumerate(per_axis)])
+            self.allowed = allowed.reshape(n_tiles, 1, math.prod(self.tq), math.prod(self.tk)).to(device)
         self.q_valid = q_valid.reshape(n_tiles, 1, math.prod(self.tq), 1).to(device)
-        self.all_allowed = bool(allowed.all())
+        self.bias_index: dict[tuple[int, ...], Tensor] = {}  # relative-bias table index per table radius
         self.q_gather = [_Gather.build(t.q_index, q_grid[a], device) for a, t in enumerate(self.tilings)]
         self.k_gather = [_Gather.build(t.k_index, kv_grid[a], device) for a, t in enumerate(self.tilings)]
         self.q_scatter = [_inverse(t.q_index, q_grid[a], device) for a, t in enumerate(self.tilings)]
@@ -160,13 +164,17 @@ def _relative_bias(call: AttentionCall, plan: _Plan) -> Tensor | None:
     """Relative-bias table values in tile layout ``(n_tiles, h, Tq, Tk)`` float32, or None. (Relative logits
     are not a bias here: :func:`_fold_relative_logits` puts them inside the dot product.)"""
     position, dims = call.position, call.dims
-    if isinstance(position, RelativeBias):
+    if not isinstance(position, RelativeBias):
+        return None
+    flat = plan.bias_index.get(position.radius)
+    if flat is None:  # flat table index of every (tile, query slot, key slot), built once per plan and radius
         flat = 0
         for a, r in enumerate(position.radius):
             flat = flat * (2 * r + 1) + _spread(plan.deltas[a].clamp(-r, r) + r, a, dims, 3)
-        bias = position.table.flatten(1)[:, flat].float()  # (h, n.., T.., K..)
-        return bias.reshape(position.table.shape[0], math.prod(plan.n), math.prod(plan.tq), -1).transpose(0, 1)
-    return None
+        flat = plan.bias_index[position.radius] = flat.reshape(-1)
+    heads = position.table.shape[0]
+    bias = position.table.flatten(1).index_select(1, flat).float()  # (h, n.. · T.. · K..)
+    return bias.reshape(heads, math.prod(plan.n), math.prod(plan.tq), -1).transpose(0, 1)
 
 
 def _relative_logits(call: AttentionCall, plan: _Plan, q_tiles: Tensor) -> list[Tensor]:
