@@ -1,5 +1,8 @@
+"""``python -m visionattn ...`` (also ``torchrun --nproc-per-node N -m visionattn train ...``)."""
+
 import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

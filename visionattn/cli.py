@@ -1,8 +1,9 @@
-"""Command line: ``visionattn demo | backends | models``."""
+"""Command line: ``visionattn demo | backends | models | train | eval | predict``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
@@ -52,6 +53,139 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _is_main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _say(message: str) -> None:
+    if _is_main_rank():
+        print(message, flush=True)
+
+
+def _resolve_resume(args):
+    """(config, run_dir, checkpoint state or None) for ``visionattn train``."""
+    from .train.checkpoint import load_checkpoint, load_latest
+    from .train.config import apply_overrides, config_from_yaml, load_config
+
+    fresh = load_config(args.config, args.overrides)
+    run_dir = args.run_dir
+    path, state = None, None
+    if args.resume == "auto":
+        directory = run_dir or fresh.run.dir
+        if directory is None:
+            raise ValueError("--resume auto looks for the latest checkpoint in the run directory: give --run-dir DIR "
+                             "(or run.dir=DIR)")
+        found = load_latest(directory, log=_say)
+        if found is None:
+            _say(f"--resume auto: no checkpoint in {directory} yet, starting a new run there")
+            return fresh, directory, None
+        path, state = found
+        run_dir = directory
+    elif args.resume:
+        path = args.resume
+        state = load_checkpoint(path)
+        run_dir = run_dir or os.path.dirname(os.path.abspath(path))
+    if state is None:
+        return fresh, run_dir, None
+    cfg = apply_overrides(config_from_yaml(state["config"], source=f"config inside {path}"), args.overrides)
+    extra = f" with overrides {' '.join(args.overrides)}" if args.overrides else ""
+    _say(f"resuming from {path} (epoch {int(state['epoch']) + 1}, update {int(state['step'])}); config from the "
+         f"checkpoint{extra}")
+    return cfg, run_dir, state
+
+
+def _cmd_train(args) -> int:
+    from .train.loop import Trainer, TrainingStopped
+
+    trainer = None
+    if args.resume and "=" in args.resume and not os.path.exists(args.resume):  # `--resume key=value`: bare flag
+        args.overrides = [args.resume, *args.overrides]
+        args.resume = "auto"
+    try:
+        cfg, run_dir, state = _resolve_resume(args)
+        trainer = Trainer(cfg, run_dir=run_dir, resume_state=state, log=_say)
+        trainer.fit(until_step=args.max_steps)
+    except TrainingStopped as err:
+        if _is_main_rank():
+            print(f"visionattn train: {err}", file=sys.stderr, flush=True)
+        return err.exit_code
+    except (ValueError, FileNotFoundError) as err:
+        print(f"visionattn train: error: {err}", file=sys.stderr, flush=True)
+        return 2
+    finally:
+        if trainer is not None:
+            from .train.distributed import cleanup
+
+            trainer.close()
+            cleanup(trainer.info)
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .train.evaluate import evaluate_checkpoint, format_eval
+
+    try:
+        result, classes, model = evaluate_checkpoint(args.checkpoint, data=args.data, data_path=args.data_path,
+                                                     weights=args.weights, batch_size=args.batch_size,
+                                                     device=args.device)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"visionattn eval: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.checkpoint} ({model.eval_weights} weights)")
+    print(format_eval(result, classes))
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .train.predict import format_predictions, predict_images
+
+    try:
+        predictions = predict_images(args.checkpoint, args.images, top_k=args.top_k, weights=args.weights,
+                                     device=args.device)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"visionattn predict: error: {err}", file=sys.stderr)
+        return 2
+    print(format_predictions(predictions))
+    return 1 if any(p.error for p in predictions) else 0
+
+
+def _add_train_commands(sub) -> None:
+    train = sub.add_parser(
+        "train", help="train a registered model (default: a small ViT on the built-in digits, ~2 min on 2 cores)",
+        description="Train with the DeiT recipe. Config: the defaults (configs/default.yaml), then --config FILE, "
+                    "then key=value overrides such as optim.lr=3e-4 schedule.epochs=10 model.name=swin_test. "
+                    "Under torchrun: torchrun --nproc-per-node N -m visionattn train ...")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. schedule.epochs=5")
+    train.add_argument("--config", help="YAML config file (any subset of the keys)")
+    train.add_argument("--resume", metavar="PATH|auto", nargs="?", const="auto",
+                       help="continue from a checkpoint; 'auto' (or no value) = the newest readable one in the run "
+                            "directory, falling back to older ones if it is unreadable")
+    train.add_argument("--run-dir", "--out", dest="run_dir",
+                       help="run directory (default run.dir, else runs/<timestamp>-<model>)")
+    train.add_argument("--max-steps", type=int, metavar="N",
+                       help="stop after update N (counted from the start of the run), writing a checkpoint; the "
+                            "schedule still spans schedule.epochs")
+    train.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("eval", help="top-1/top-5 and per-class accuracy of a checkpoint on a dataset")
+    ev.add_argument("checkpoint")
+    ev.add_argument("--data", help="dataset name (digits, lfw, folder, cifar10, cifar100, csv); default: the run's")
+    ev.add_argument("--data-path", help="folder / CIFAR directory / CSV file for --data")
+    ev.add_argument("--weights", choices=("auto", "model", "ema"), default="auto",
+                    help="auto: whichever evaluated better during training (default)")
+    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--device", default="cpu")
+    ev.set_defaults(func=_cmd_eval)
+
+    pr = sub.add_parser("predict", help="top-k classes with probabilities for image files")
+    pr.add_argument("checkpoint")
+    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    pr.add_argument("--top-k", type=int, default=5)
+    pr.add_argument("--weights", choices=("auto", "model", "ema"), default="auto")
+    pr.add_argument("--device", default="cpu")
+    pr.set_defaults(func=_cmd_predict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visionattn", description="Self-attention for vision: one mixing operator.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,11 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--format", choices=("table", "json"), default="table")
     models.add_argument("--all", action="store_true", help="include the tiny test variants")
     models.set_defaults(func=_cmd_models)
+    _add_train_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may come after options: train --run-dir D optim.lr=1e-3
+        if args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.func(args)
 
 

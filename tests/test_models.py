@@ -1,0 +1,165 @@
+"""The backbone contract, checked on EVERY registered preset (timm's habit: one parametrized suite).
+
+Presets are read from the registry at collection time: tiny test variants run in the default suite, full-size
+ones are marked ``slow`` (``pytest -m slow``). Per preset: forward shape, backward reaches every parameter with a
+finite gradient, ``forward_intermediates`` vs ``feature_info``, gradient checkpointing changes nothing, eval-mode
+determinism, ``reset_classifier``, a second input resolution. A family still being written just adds no cases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from visionattn.models import create_model, get_preset, list_models
+
+NUM_CLASSES = 7
+BATCH = 2
+
+
+def _params():
+    out = []
+    for name in list_models():
+        marks = () if get_preset(name).tiny else (pytest.mark.slow,)
+        out.append(pytest.param(name, marks=marks, id=name))
+    return out
+
+
+PRESETS = _params()
+
+
+def _build(name: str, num_classes: int = NUM_CLASSES, img_size: int | None = None, seed: int = 0, **overrides):
+    """A preset with drop-path (and dropout, if the spec has such fields) switched off, seeded."""
+    fields = {f.name for f in dataclasses.fields(get_preset(name).spec)}
+    for knob in ("drop_path", "drop_path_rate", "drop_rate"):
+        if knob in fields:
+            overrides.setdefault(knob, 0.0)
+    torch.manual_seed(seed)
+    return create_model(name, num_classes=num_classes, img_size=img_size, **overrides)
+
+
+def _images(size: int, seed: int = 1, batch: int = BATCH) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, size, size, generator=g)  # (B, 3, H, W)
+
+
+def _loss(logits: torch.Tensor) -> torch.Tensor:
+    """A loss that depends on every logit with distinct weights (a plain sum can cancel through a softmax)."""
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(logits.shape, generator=g)
+    return (logits * w).sum()
+
+
+def _size(name: str) -> int:
+    return get_preset(name).img_size
+
+
+def _max_reduction(model) -> int:
+    return max(info.reduction for info in model.feature_info)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_forward_backward(name):
+    model = _build(name).train()
+    out = model(_images(_size(name)))
+    assert out.shape == (BATCH, NUM_CLASSES), f"{name}: expected logits {(BATCH, NUM_CLASSES)}, got {tuple(out.shape)}"
+    assert torch.isfinite(out).all(), f"{name}: non-finite logits"
+    _loss(out).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"{name}: no gradient reaches {missing}"
+    bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    assert not bad, f"{name}: non-finite gradients in {bad}"
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_intermediates_match_feature_info(name):
+    model = _build(name).eval()
+    size = _size(name)
+    with torch.no_grad():
+        maps = model.forward_intermediates(_images(size))
+    info = model.feature_info
+    assert len(maps) == len(info), f"{name}: {len(maps)} maps for {len(info)} feature_info entries"
+    for i, (fmap, fi) in enumerate(zip(maps, info, strict=True)):
+        expected = (BATCH, fi.num_chs, size // fi.reduction, size // fi.reduction)
+        got = tuple(fmap.shape)
+        assert got == expected, f"{name} stage {i}: expected {expected} from {fi}, got {got}"
+        assert torch.isfinite(fmap).all()
+    with torch.no_grad():
+        last = model.forward_intermediates(_images(size), indices=1)
+    assert len(last) == 1 and torch.equal(last[0], maps[-1])
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_grad_checkpointing_changes_nothing(name):
+    model = _build(name).train()
+    x = _images(_size(name))
+    results = []
+    for enable in (False, True):
+        model.set_grad_checkpointing(enable)
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(3)
+        out = model(x)
+        _loss(out).backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (out0, grads0), (out1, grads1) = results
+    torch.testing.assert_close(out1, out0, rtol=1e-5, atol=1e-6)
+    assert grads0.keys() == grads1.keys()
+    for n in grads0:
+        torch.testing.assert_close(grads1[n], grads0[n], rtol=1e-4, atol=1e-6, msg=f"{name}: gradient of {n}")
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_eval_determinism_and_reset_classifier(name):
+    model = _build(name).eval()
+    x = _images(_size(name))
+    with torch.no_grad():
+        a, b = model(x), model(x)
+    assert torch.equal(a, b), f"{name}: two eval forwards differ"
+    model.reset_classifier(3)
+    assert model.num_classes == 3
+    with torch.no_grad():
+        assert model(x).shape == (BATCH, 3)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_variable_resolution(name):
+    size = _size(name)
+    probe = _build(name)
+    other = size + _max_reduction(probe)  # the next size every stage divides
+    model = _build(name, img_size=other).eval()
+    with torch.no_grad():
+        out = model(_images(other, batch=1))
+        maps = model.forward_intermediates(_images(other, batch=1))
+    assert out.shape == (1, NUM_CLASSES) and torch.isfinite(out).all()
+    for fmap, fi in zip(maps, model.feature_info, strict=True):
+        assert fmap.shape[-2:] == (other // fi.reduction, other // fi.reduction), f"{name} at {other}: {fi}"
+
+
+def test_unknown_name_lists_close_names():
+    names = list_models()
+    if not names:
+        with pytest.raises(ValueError, match="unknown model"):
+            create_model("vit_tiy")
+        return
+    target = "vit_tiny_patch16_224" if "vit_tiny_patch16_224" in names else names[0]
+    typo = target[:5] + target[6:]  # drop one character
+    with pytest.raises(ValueError, match="unknown model") as err:
+        create_model(typo)
+    assert target in str(err.value), str(err.value)
+    if "vit_tiny_patch16_224" in names:
+        with pytest.raises(ValueError, match="vit_tiny"):
+            create_model("vit_tiy")
+
+
+def test_unknown_override_is_a_value_error():
+    names = list_models()
+    if not names:
+        pytest.skip("no preset registered yet")
+    with pytest.raises(ValueError, match="unknown spec fields"):
+        create_model(names[0], not_a_field=1)
+
+
+def test_every_preset_is_collected():
+    assert len(PRESETS) == len(list_models())
