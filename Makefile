@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/visionattn demo
+	$(BIN)/visionattn train
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

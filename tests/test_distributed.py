@@ -289,13 +289,16 @@ def test_two_ranks_train_like_one_process_with_the_global_batch(two_rank_results
 # ---------------------------------------------------------------------------------------- the real CLI under torchrun
 
 TINY_CONFIG = """\
-model: vit_tiny_test
-data: digits
-img_size: 32
-epochs: 1
-batch_size: 16
-workers: 0
-seed: 0
+model:
+  name: vit_tiny_test
+data:
+  name: digits
+  img_size: 32
+schedule:
+  epochs: 1
+  batch_size: 16
+run:
+  log_every: 1
 """
 
 

@@ -54,6 +54,9 @@ def test_mid_epoch_resume_is_bit_exact_and_needs_the_rng_state(tmp_path, monkeyp
     assert (state["epoch"], state["step"], state["batch"]) == (1, 7, 2 * accum)
     assert state["sampler"]["consumed"] == 2 * accum * paused.batch_size
 
+    paused.fit()  # the paused trainer itself also continues exactly (its loader restarts mid-epoch)
+    assert _differing(_weights(uninterrupted), _weights(paused)) == []
+
     torch.manual_seed(1234)  # whatever happened in between must not matter
     resumed = make_trainer(tmp_path, cfg, "b", resume_state=load_checkpoint(path))
     resumed.fit()

@@ -109,6 +109,10 @@ def _cmd_train(args) -> int:
         if _is_main_rank():
             print(f"visionattn train: {err}", file=sys.stderr, flush=True)
         return err.exit_code
+    except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint of the current step
+        print("visionattn train: interrupted (second Ctrl-C): stopped without a checkpoint of this step",
+              file=sys.stderr, flush=True)
+        return 130
     except (ValueError, FileNotFoundError) as err:
         print(f"visionattn train: error: {err}", file=sys.stderr, flush=True)
         return 2

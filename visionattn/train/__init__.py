@@ -35,7 +35,6 @@ _EXPORTS = {
     "build_optimizer": "optim",
     "build_scheduler": "optim",
     "param_groups": "optim",
-    "evaluate": "evaluate",
     "evaluate_checkpoint": "evaluate",
     "model_from_checkpoint": "evaluate",
     "predict_images": "predict",

@@ -393,7 +393,6 @@ class Trainer:
         self.log(f"epoch {self.epoch}/{self.cfg.schedule.epochs}  {text}")
         self.save_checkpoint(is_best=is_best)
 
-    # -- the end ---------------------------------------------------------------------------------------------------
     def summary(self, paused: bool = False) -> dict:
         return run_summary(self, paused)
 

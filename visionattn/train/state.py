@@ -84,6 +84,9 @@ def restore_state(self, state: dict) -> None:
         set_optimizer_state_dict(D.unwrap_model(self.train_module), self.optimizer, state["optimizer"],
                                  options=StateDictOptions(full_state_dict=True))
     else:
+        from ..models.checkpoint import check_state_dict
+
+        check_state_dict(self.model, state["model"], "the checkpoint's weights")  # ValueError listing the keys
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
     if self.ema is not None:
