@@ -55,11 +55,12 @@ def summary_rows(pattern: str = "*", include_tiny: bool = False) -> list[dict]:
     return [preset_row(name) for name in list_models(pattern, include_tiny=include_tiny)]
 
 
-def format_table(rows: list[dict], columns: tuple[str, ...] = COLUMNS) -> str:
-    """A plain-text table of ``rows`` (aligned columns, header and rule); an explanatory line if empty."""
+def format_table(rows: list[dict], columns: tuple[str, ...] = COLUMNS, width: int = 72) -> str:
+    """A plain-text table of ``rows`` (aligned columns, header and rule); an explanatory line if empty.
+    Cells longer than ``width`` (the paper column) are cut with "…"; the JSON format keeps them whole."""
     if not rows:
         return "no registered model matches"
-    cells = [[_cell(row[c]) for c in columns] for row in rows]
+    cells = [[_clip(_cell(row[c]), width) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
@@ -69,6 +70,10 @@ def format_table(rows: list[dict], columns: tuple[str, ...] = COLUMNS) -> str:
 
 def format_json(rows: list[dict]) -> str:
     return json.dumps(rows, indent=2)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _round(value: float) -> float:
