@@ -37,6 +37,7 @@ if ROOT not in sys.path:
 import timm  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from noise import cpu_seconds, wait_quiet  # noqa: E402  (benchmarks/noise.py)
 
 from visionattn.models import create_model, list_models  # noqa: E402
 from visionattn.models.flops import count_flops, count_params  # noqa: E402
@@ -70,37 +71,6 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
 # ---------------------------------------------------------------------------------------------------
-def _cpu_seconds() -> tuple[float, float]:
-    """(busy CPU seconds of the whole machine, CPU seconds of this process)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError):
-        busy = float("nan")
-    t = os.times()
-    return busy, t.user + t.system
-
-
-def others_load(seconds: float) -> float:
-    """Share (0..1) of the machine's cores used by *other* processes over the next ``seconds``."""
-    b0, o0 = _cpu_seconds()
-    time.sleep(seconds)
-    b1, o1 = _cpu_seconds()
-    return max(0.0, (b1 - b0) - (o1 - o0)) / (seconds * (os.cpu_count() or 1))
-
-
-def wait_quiet(max_wait: float, threshold: float = 0.15) -> float:
-    """Wait (up to ``max_wait`` s) until other processes use < ``threshold`` of the cores; returns seconds waited.
-    On this kind of box (2 cores, OpenMP with 2 threads) one busy neighbour slows a model 5-10x, so timing
-    while others run measures the neighbour, not the model."""
-    t0 = time.perf_counter()
-    while max_wait > 0 and time.perf_counter() - t0 < max_wait:
-        if others_load(0.5) < threshold:
-            break
-    return time.perf_counter() - t0
-
-
 def alternate(cases: dict[str, Callable[[], object]], warmup: int, reps: int) -> dict[str, dict]:
     """Time each callable ``reps`` times in alternating order after ``warmup`` calls each.
     Returns per case ``{'s': median seconds, 'iqr_pct', 'reps', 'others_pct'}``."""
@@ -109,14 +79,14 @@ def alternate(cases: dict[str, Callable[[], object]], warmup: int, reps: int) ->
         for _ in range(warmup):
             cases[name]()
     times: dict[str, list[float]] = {n: [] for n in names}
-    b0, o0 = _cpu_seconds()
+    b0, o0 = cpu_seconds()
     w0 = time.perf_counter()
     for r in range(reps):
         for name in names if r % 2 == 0 else names[::-1]:
             t0 = time.perf_counter()
             cases[name]()
             times[name].append(time.perf_counter() - t0)
-    b1, o1 = _cpu_seconds()
+    b1, o1 = cpu_seconds()
     elapsed = time.perf_counter() - w0
     others = float("nan")  # /proc/stat ticks are too coarse below ~1 s
     if elapsed > 1:

@@ -39,6 +39,7 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from noise import cpu_seconds, wait_quiet  # noqa: E402  (benchmarks/noise.py)
 
 from visionattn.ops import (  # noqa: E402
     Global,
@@ -70,35 +71,6 @@ class Budget:
         self.retries = retries  # measure again (after waiting) when other processes interfered
 
 
-def _cpu_seconds() -> tuple[float, float]:
-    """(busy CPU seconds of the whole machine, CPU seconds of this process) from /proc/stat and os.times."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError):
-        busy = float("nan")
-    t = os.times()
-    return busy, t.user + t.system
-
-
-def others_load(seconds: float) -> float:
-    """Fraction of the machine's cores used by *other* processes over the next ``seconds`` (sleeping)."""
-    b0, o0 = _cpu_seconds()
-    time.sleep(seconds)
-    b1, o1 = _cpu_seconds()
-    return max(0.0, (b1 - b0) - (o1 - o0)) / (seconds * (os.cpu_count() or 1))
-
-
-def wait_quiet(max_wait: float, threshold: float = 0.15) -> float:
-    """Wait (up to ``max_wait`` s) until other processes use < ``threshold`` of the cores; returns seconds waited."""
-    t0 = time.perf_counter()
-    while max_wait > 0 and time.perf_counter() - t0 < max_wait:
-        if others_load(0.5) < threshold:
-            break
-    return time.perf_counter() - t0
-
-
 def measure(cases: dict[str, Callable[[], object]], budget: Budget) -> dict[str, dict]:
     """Time each callable, alternating the order every round; returns ms statistics per case, plus the share
     of the machine that other processes used meanwhile (``others_pct``: noise on a shared box). When others
@@ -127,7 +99,7 @@ def measure(cases: dict[str, Callable[[], object]], budget: Budget) -> dict[str,
 
 def _measure_once(cases: dict[str, Callable[[], object]], budget: Budget, waited: float) -> dict[str, dict]:
     names = list(cases)
-    b0, o0 = _cpu_seconds()
+    b0, o0 = cpu_seconds()
     w0 = time.perf_counter()
     last = {}
     for name in names:
@@ -146,7 +118,7 @@ def _measure_once(cases: dict[str, Callable[[], object]], budget: Budget, waited
             t0 = time.perf_counter()
             cases[name]()
             times[name].append((time.perf_counter() - t0) * 1e3)
-    b1, o1 = _cpu_seconds()
+    b1, o1 = cpu_seconds()
     elapsed = time.perf_counter() - w0
     others = float("nan")  # /proc/stat counts 10 ms ticks: too coarse for short measurements
     if elapsed > 1.0:
