@@ -22,15 +22,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -39,7 +36,22 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from noise import cpu_seconds, wait_quiet  # noqa: E402  (benchmarks/noise.py)
+from harness import (  # noqa: E402  (benchmarks/harness.py)
+    NOISE_LEFT,
+    OTHERS,
+    RESULTS,
+    Budget,
+    busy,
+    forward_backward,
+    forward_only,
+    measure,
+    ms,
+    note,
+    ratio,
+    record,
+    table,
+)
+from ops_memory import bench_memory  # noqa: E402  (benchmarks/ops_memory.py)
 
 from visionattn.ops import (  # noqa: E402
     Global,
@@ -54,142 +66,6 @@ from visionattn.ops import (  # noqa: E402
 
 SECTIONS = ("window", "halo", "nbhd", "flops", "memory")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-RESULTS: list[dict] = []
-OTHERS: list[float] = []  # % of the machine used by other processes during each measurement
-NOISE_LEFT = [0.0]  # seconds the whole run may still spend waiting for quiet / re-measuring (--noise-budget)
-
-
-# ---------------------------------------------------------------------------------------------------
-# timing
-class Budget:
-    """Repeat counts: warmup calls, then as many alternating rounds as fit ``seconds`` (within bounds)."""
-
-    def __init__(self, warmup: int, min_reps: int, max_reps: int, seconds: float, quiet_wait: float = 0.0,
-                 retries: int = 0):
-        self.warmup, self.min_reps, self.max_reps, self.seconds = warmup, min_reps, max_reps, seconds
-        self.quiet_wait = quiet_wait  # wait up to this long for other processes to go quiet before timing
-        self.retries = retries  # measure again (after waiting) when other processes interfered
-
-
-def measure(cases: dict[str, Callable[[], object]], budget: Budget) -> dict[str, dict]:
-    """Time each callable, alternating the order every round; returns ms statistics per case, plus the share
-    of the machine that other processes used meanwhile (``others_pct``: noise on a shared box). When others
-    used more than 10 % of the machine, wait for quiet and measure again (``budget.retries`` times); the
-    attempt with the least interference is kept."""
-    best = None
-    for attempt in range(1 + budget.retries):
-        t0 = time.perf_counter()
-        wait = min(NOISE_LEFT[0], budget.quiet_wait if attempt == 0 else max(30.0, budget.quiet_wait))
-        out = _measure_once(cases, budget, wait_quiet(wait))
-        others = next(iter(out.values()))["others_pct"]
-        if best is None or others < next(iter(best.values()))["others_pct"]:
-            best = out
-        if attempt:  # waiting and re-measuring share one budget for the whole run
-            NOISE_LEFT[0] -= time.perf_counter() - t0
-        else:
-            NOISE_LEFT[0] -= out[next(iter(out))]["waited_s"]
-        if math.isnan(others) or others <= 10.0 or NOISE_LEFT[0] <= 0:
-            break
-    for stat in best.values():
-        stat["attempts"] = attempt + 1
-    if not math.isnan(next(iter(best.values()))["others_pct"]):
-        OTHERS.append(next(iter(best.values()))["others_pct"])
-    return best
-
-
-def _measure_once(cases: dict[str, Callable[[], object]], budget: Budget, waited: float) -> dict[str, dict]:
-    names = list(cases)
-    b0, o0 = cpu_seconds()
-    w0 = time.perf_counter()
-    last = {}
-    for name in names:
-        for _ in range(max(1, budget.warmup)):
-            t0 = time.perf_counter()
-            cases[name]()
-            last[name] = time.perf_counter() - t0
-            if last[name] > 1.0:  # slow case: one warmup call is enough
-                break
-    per_round = sum(last.values())
-    reps = int(min(budget.max_reps, max(budget.min_reps, budget.seconds // max(per_round, 1e-6))))
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(reps):
-        order = names if r % 2 == 0 else names[::-1]
-        for name in order:
-            t0 = time.perf_counter()
-            cases[name]()
-            times[name].append((time.perf_counter() - t0) * 1e3)
-    b1, o1 = cpu_seconds()
-    elapsed = time.perf_counter() - w0
-    others = float("nan")  # /proc/stat counts 10 ms ticks: too coarse for short measurements
-    if elapsed > 1.0:
-        others = min(100.0, 100.0 * max(0.0, (b1 - b0) - (o1 - o0)) / (elapsed * (os.cpu_count() or 1)))
-    out = {}
-    for name, ts in times.items():
-        ts.sort()
-        q1, q3 = ts[len(ts) // 4], ts[(3 * len(ts)) // 4]
-        med = statistics.median(ts)
-        out[name] = {"ms": med, "iqr_pct": 100.0 * (q3 - q1) / med, "reps": reps, "others_pct": others,
-                     "waited_s": waited}
-    return out
-
-
-def forward_only(fn: Callable, *args) -> Callable[[], object]:
-    def run():
-        with torch.no_grad():
-            return fn(*args)
-
-    return run
-
-
-def forward_backward(fn: Callable, inputs: list[torch.Tensor], params: list[torch.Tensor], grad: torch.Tensor):
-    """fwd + bwd w.r.t. the inputs and the parameters, with a fixed output gradient; grads reset each call."""
-
-    def run():
-        out = fn(*inputs)
-        out.backward(grad)
-        for t in (*inputs, *params):
-            t.grad = None
-
-    return run
-
-
-# ---------------------------------------------------------------------------------------------------
-# printing
-def table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
-    line = "  ".join("-" * w for w in widths)
-    print(f"\n### {title}")
-    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)))
-    print(line)
-    for row in rows:
-        cells = [str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
-        print("  ".join(cells))
-    sys.stdout.flush()
-
-
-def ms(stat: dict) -> str:
-    return f"{stat['ms']:.1f} ±{stat['iqr_pct']:.0f}%"
-
-
-def busy(stats: dict) -> str:
-    """Share of the machine other processes used while this row was measured."""
-    one = next(iter(stats.values())) if "others_pct" not in stats else stats
-    return "-" if math.isnan(one["others_pct"]) else f"{one['others_pct']:.0f}%"
-
-
-def ratio(anchor: dict, ours: dict) -> str:
-    return f"{anchor['ms'] / ours['ms']:.2f}x"
-
-
-def record(section: str, case: str, dtype: str, mode: str, stats: dict[str, dict], **extra) -> None:
-    RESULTS.append({"section": section, "case": case, "dtype": dtype, "mode": mode, "stats": stats, **extra})
-
-
-def note(text: str) -> None:
-    print(f"  note: {text}")
-    sys.stdout.flush()
-
-
 # ---------------------------------------------------------------------------------------------------
 # 1. Window vs timm Swin WindowAttention
 class OurWindowAttention(nn.Module):
@@ -621,87 +497,6 @@ def bench_flops(args, dtypes) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# 5. peak memory vs grid, one subprocess per case
-def mem_child(pattern_name: str, S: int) -> None:
-    """Runs in a fresh process: peak RSS growth of one fwd+bwd (B=1, C=64, 2 heads)."""
-    pattern = Neighborhood(7, border="pad") if pattern_name == "nbhd" else Global()
-    heads, d = 2, 32
-    small = [torch.randn(1, 16, 16, heads, d, requires_grad=True) for _ in range(3)]  # load kernels first
-    attention(*small, pattern, backend="blocked").sum().backward()
-    q, k, v = (torch.randn(1, S, S, heads, d, requires_grad=True) for _ in range(3))
-    g = torch.randn(1, S, S, heads, d)
-    del small
-    res = {"inputs_mib": 3 * q.numel() * 4 / 2**20}
-    for call in ("first", "second"):  # the first call also builds the blocked backend's cached plan
-        before, method = _reset_peak_rss()
-        t0 = time.perf_counter()
-        attention(q, k, v, pattern, backend="blocked").backward(g)
-        res[f"seconds_{call}"] = time.perf_counter() - t0
-        after = _status_kib("VmHWM") if method == "VmHWM" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        res[f"peak_growth_mib_{call}"] = (after - before) / 1024
-        res["method"] = method
-        q.grad = k.grad = v.grad = None
-    print(json.dumps(res))
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-
-def _reset_peak_rss() -> tuple[int, str]:
-    """Return the baseline (KiB) for peak-RSS growth: current RSS after resetting the kernel's high-water mark
-    (``echo 5 > /proc/self/clear_refs``) and trimming glibc's free lists; else ``ru_maxrss`` (peak so far)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return _status_kib("VmRSS"), "VmHWM"
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "ru_maxrss"
-
-
-def bench_memory(args, dtypes) -> None:
-    grids = (32, 64) if args.quick else (64, 128, 256, 512)
-    limit_gib = 8.0
-    rows = []
-    for pname, label in (("nbhd", "Neighborhood(7, pad)"), ("global", "Global")):
-        for S in grids:
-            n = S * S
-            dense_gib = n * n * 2 * 4 / 2**30  # one fp32 (heads=2, N, N) score tensor
-            if pname == "global" and dense_gib > limit_gib:
-                rows.append([label, f"{S}x{S}", f"{n}", "-", f"skipped: would need {dense_gib:.0f} GiB", "-", "-", "-"])
-                continue
-            cmd = [sys.executable, os.path.abspath(__file__), "--_mem", pname, str(S)]
-            proc = None
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-                res = json.loads(proc.stdout.strip().splitlines()[-1])
-            except Exception as e:  # noqa: BLE001 - one failed case must not end the run
-                tail = " ".join((proc.stderr if proc is not None else "").split())[-160:]
-                rows.append([label, f"{S}x{S}", f"{n}", "-", f"failed: {type(e).__name__} {tail}", "-", "-", "-"])
-                continue
-            per_tok = res["peak_growth_mib_second"] * 2**20 / n
-            RESULTS.append({"section": "memory", "case": f"{label} {S}x{S}", "dtype": "fp32", **res})
-            rows.append([label, f"{S}x{S}", f"{n}", f"{res['inputs_mib']:.1f}", f"{res['peak_growth_mib_first']:.1f}",
-                         f"{res['peak_growth_mib_second']:.1f}", f"{per_tok:.0f}", f"{res['seconds_second']:.2f}"])
-    table(
-        "5. Peak RSS growth of one fwd+bwd vs grid (blocked, fp32, B=1, C=64, 2 heads), fresh process per case",
-        ["pattern", "grid", "tokens", "q+k+v MiB", "peak MiB, 1st call", "peak MiB, 2nd call", "bytes/token (2nd)",
-         "fwd+bwd s (2nd)"],
-        rows,
-    )
-    note(f"Global is skipped where one dense (2, N, N) fp32 score tensor would exceed {limit_gib:.0f} GiB;")
-    note("1st call includes building the blocked backend's cached plan (for Global its dense (N, N) bool 'allowed'")
-    note("mask, N^2 bytes, kept alive in the plan cache); 2nd call is the steady state; peak = kernel VmHWM growth")
-
-
-# ---------------------------------------------------------------------------------------------------
 def machine_facts() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -750,11 +545,7 @@ def main(argv=None) -> int:
     p.add_argument("--quiet-wait", type=float, default=None,
                    help="before each measurement wait up to this many s for other processes to go quiet "
                         "(default 10, 0 with --quick)")
-    p.add_argument("--_mem", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args._mem:
-        mem_child(args._mem[0], int(args._mem[1]))
-        return 0
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
     aliases = {"neighborhood": "nbhd", "sasa": "nbhd", "flex": "nbhd", "peak": "flops", "gflops": "flops",
                "mem": "memory"}
