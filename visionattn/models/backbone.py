@@ -22,6 +22,19 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 
+def drop_path_rates(rate: float, count: int) -> list[float]:
+    """Stochastic depth rising linearly from 0 to ``rate`` over ``count`` blocks (plain floats: meta-safe)."""
+    return [rate * i / max(count - 1, 1) for i in range(count)]
+
+
+def init_linear(module: nn.Module) -> None:
+    """timm's transformer init, for ``model.apply``: trunc-normal(0.02) Linear weights, zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 @dataclass(frozen=True)
 class FeatureInfo:
     """One feature map a backbone exposes: channels, total stride w.r.t. the image, and the stage name."""

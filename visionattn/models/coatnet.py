@@ -17,7 +17,7 @@ from ..layers.attention import Attention
 from ..layers.mbconv import MBConv
 from ..layers.transformer import TransformerBlock
 from ..ops.patterns import Global
-from .backbone import Backbone, FeatureInfo
+from .backbone import Backbone, FeatureInfo, drop_path_rates, init_linear
 
 BLOCK_KINDS = ("mbconv", "transformer")
 
@@ -135,7 +135,7 @@ class CoAtNet(Backbone):
             nn.GELU(),
             nn.Conv2d(spec.stem_dim, spec.stem_dim, 3, padding=1),
         )
-        rates = _drop_path_rates(spec.drop_path, sum(spec.depths))
+        rates = drop_path_rates(spec.drop_path, sum(spec.depths))
         stages, self.feature_info = [], []
         in_dim, channels_last = spec.stem_dim, False
         for i, (kind, dim, depth) in enumerate(zip(spec.blocks, spec.dims, spec.depths, strict=True)):
@@ -151,7 +151,7 @@ class CoAtNet(Backbone):
         self.norm = nn.LayerNorm(in_dim, eps=spec.norm_eps)
         self.num_classes = num_classes
         self.head = nn.Linear(in_dim, num_classes) if num_classes else nn.Identity()
-        self.apply(_init_linear)
+        self.apply(init_linear)
 
     def _check_size(self, H: int, W: int, what: str = "input") -> None:
         if H % self.stride or W % self.stride:
@@ -191,18 +191,6 @@ class CoAtNet(Backbone):
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-
-
-def _drop_path_rates(rate: float, count: int) -> list[float]:
-    """Stochastic depth rising linearly from 0 to ``rate`` over ``count`` blocks (plain floats: meta-safe)."""
-    return [rate * i / max(count - 1, 1) for i in range(count)]
-
-
-def _init_linear(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 __all__ = ["CoAtNet", "CoAtNetSpec", "CoAtNetStage", "DownsampleTransformerBlock"]

@@ -17,7 +17,7 @@ from ..layers.embed import PatchEmbed
 from ..layers.merging import PatchMerging
 from ..layers.transformer import TransformerBlock
 from ..ops.patterns import Window
-from .backbone import Backbone, FeatureInfo
+from .backbone import Backbone, FeatureInfo, drop_path_rates, init_linear
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class Swin(Backbone):
         grid = tuple(n // spec.patch for n in self.img_size)
         self.patch_embed = PatchEmbed(spec.patch, spec.embed_dim, norm=True, norm_eps=spec.norm_eps)
         self.pos_embed = LearnedPositionEmbedding(grid, spec.embed_dim) if spec.ape else None
-        rates = _drop_path_rates(spec.drop_path, sum(spec.depths))
+        rates = drop_path_rates(spec.drop_path, sum(spec.depths))
         stages, self.feature_info, in_dim = [], [], spec.embed_dim
         for i, (depth, heads) in enumerate(zip(spec.depths, spec.heads, strict=True)):
             dim = spec.embed_dim * 2**i
@@ -116,7 +116,7 @@ class Swin(Backbone):
         self.norm = nn.LayerNorm(in_dim, eps=spec.norm_eps)
         self.num_classes = num_classes
         self.head = nn.Linear(in_dim, num_classes) if num_classes else nn.Identity()
-        self.apply(_init_linear)
+        self.apply(init_linear)
 
     # -- input checks ---------------------------------------------------------------------------------
     def _check_size(self, H: int, W: int, what: str = "input") -> None:
@@ -199,19 +199,6 @@ class Swin(Backbone):
             return value  # a shape mismatch: strict loading reports it with both shapes
         table = value.reshape(a, b, heads)  # [Δh + R_h, Δw + R_w, head] with Δ = query − key
         return table.flip(0, 1).permute(2, 0, 1).contiguous()  # (heads, a, b) with Δ = key − query
-
-
-def _drop_path_rates(rate: float, count: int) -> list[float]:
-    """Stochastic depth rising linearly from 0 to ``rate`` over ``count`` blocks (plain floats: meta-safe)."""
-    return [rate * i / max(count - 1, 1) for i in range(count)]
-
-
-def _init_linear(module: nn.Module) -> None:
-    """Swin/timm init: trunc-normal(0.02) Linear weights, zero biases."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 __all__ = ["Swin", "SwinSpec", "SwinStage", "stage_window"]
