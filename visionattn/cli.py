@@ -1,4 +1,5 @@
-"""Command line: ``visionattn demo | backends | models | train | eval | predict``."""
+"""Command line: ``visionattn demo | backends | models | train | eval | predict | bench | viz | denoise |
+experiment``."""
 
 from __future__ import annotations
 
@@ -206,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--all", action="store_true", help="include the tiny test variants")
     models.set_defaults(func=_cmd_models)
     _add_train_commands(sub)
+    from .analysis import bench_cli, denoise_cli, viz_cli
+    from .experiments import cli as experiment_cli
+
+    for module in (bench_cli, viz_cli, denoise_cli, experiment_cli):  # each registers its own subcommand
+        module.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,5 @@
+"""`visionattn viz` (placeholder: being written)."""
+
+
+def add_parser(sub) -> None:
+    """Register the ``viz`` subcommand on an argparse sub-parser collection."""

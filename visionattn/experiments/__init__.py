@@ -1,0 +1,1 @@
+"""Experiments: the tutorial's claims as configs under ``experiments/`` run by ``visionattn experiment NAME``."""
