@@ -434,3 +434,19 @@ def test_flex_accepts_cpu_call_without_grad():
     call = make_call(q, k, v, Window(2), None, "softmax", None, None)
     with torch.no_grad():
         assert choose_backend(call, "flex").name == "flex"
+
+
+def test_observe_attention_sees_every_call_and_changes_nothing():
+    from visionattn.ops import Neighborhood, attention, observe_attention
+
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 6, 5, 2, 4, generator=g) for _ in range(3))
+    plain = attention(q, k, v, Neighborhood(3))
+    seen = []
+    with observe_attention(lambda call, out: seen.append((call.pattern, call.kv_grid, out.clone()))):
+        watched = attention(q, k, v, Neighborhood(3))
+    assert torch.equal(plain, watched)
+    assert len(seen) == 1 and seen[0][0] == Neighborhood(3) and seen[0][1] == (6, 5)
+    assert torch.equal(seen[0][2], plain)
+    attention(q, k, v, Neighborhood(3))  # outside the context: not observed
+    assert len(seen) == 1

@@ -1,7 +1,7 @@
 """The universal mixing operator: ``attention(q, k, v, pattern, position=, form=, backend=)``."""
 
 from .backends import BACKENDS, neighborhood_tile
-from .dispatch import BackendUnavailable, attention, choose_backend, intercept_attention
+from .dispatch import BackendUnavailable, attention, choose_backend, intercept_attention, observe_attention
 from .patterns import Axial, Global, Graph, Halo, Neighborhood, Pattern, Strided, Window, axial_patterns
 from .position import RelativeBias, RelativeLogits, Rope, rope_frequencies
 
@@ -24,5 +24,6 @@ __all__ = [
     "choose_backend",
     "intercept_attention",
     "neighborhood_tile",
+    "observe_attention",
     "rope_frequencies",
 ]

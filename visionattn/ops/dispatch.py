@@ -15,6 +15,7 @@ from .patterns import Pattern
 from .position import Position, Rope
 
 _INTERCEPT: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("visionattn_intercept", default=None)
+_OBSERVE: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("visionattn_observe", default=None)
 
 
 @contextlib.contextmanager
@@ -27,6 +28,19 @@ def intercept_attention(handler: Callable[[AttentionCall], Tensor]):
         yield
     finally:
         _INTERCEPT.reset(token)
+
+
+@contextlib.contextmanager
+def observe_attention(callback: Callable[[AttentionCall, Tensor], None]):
+    """Scoped: after every :func:`attention` call in this context has run its backend as usual,
+    ``callback(call, output)`` sees the prepared :class:`AttentionCall` (rotary positions applied, padded keys
+    zeroed) and the output. Outputs are not changed; the callback must not modify its arguments in place. Used to
+    capture attention maps from models that run fused/blocked backends. Nested contexts: the innermost wins."""
+    token = _OBSERVE.set(callback)
+    try:
+        yield
+    finally:
+        _OBSERVE.reset(token)
 
 
 class BackendUnavailable(ValueError):
@@ -63,7 +77,11 @@ def attention(
     handler = _INTERCEPT.get()
     if handler is not None:
         return handler(call)
-    return choose_backend(call, backend).run(call)
+    out = choose_backend(call, backend).run(call)
+    observer = _OBSERVE.get()
+    if observer is not None:
+        observer(call, out)
+    return out
 
 
 def _prepare(call: AttentionCall) -> AttentionCall:
