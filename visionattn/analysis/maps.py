@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from ..ops import observe_attention
 from ..ops.backends.base import feature_map
 from ..ops.call import AttentionCall
-from ..ops.patterns import Pattern, Strided
+from ..ops.patterns import Pattern
 from ..ops.position import RelativeBias, RelativeLogits, Rope
 
 Query = str | tuple[int, int]  # "cls" or a pixel (x, y) of the model input
@@ -47,21 +47,9 @@ __all__ = ["AttentionCapture", "AttentionRecord", "AttentionRecorder", "MapLayer
 # -- rows of the attention matrix ----------------------------------------------------------------------------------
 def row_mask(pattern: Pattern, q_grid: tuple[int, ...], kv_grid: tuple[int, ...], rows: Tensor) -> Tensor:
     """Allowed keys of the flat query indices ``rows`` ``(Q,)``: bool ``(Q, N_k)``, equal to
-    ``pattern.mask(kv_grid, q_grid)[rows]``. Separable patterns combine their 1D rules axis by axis, Strided applies
-    its band/column rule to the rows; only other non-separable patterns (Graph) slice their dense mask."""
-    rows = rows.cpu()
-    if pattern.separable:
-        qi = torch.unravel_index(rows, q_grid)  # one (Q,) index vector per axis
-        mask = torch.ones(len(rows), 1, dtype=torch.bool)
-        for axis, (lq, lk) in enumerate(zip(q_grid, kv_grid, strict=True)):
-            one = pattern.axis_allowed(axis, qi[axis][:, None], torch.arange(lk)[None, :], lq, lk)  # (Q, L_k)
-            mask = (mask[:, :, None] & one.expand(len(rows), lk)[:, None, :]).reshape(len(rows), -1)
-        return mask
-    if isinstance(pattern, Strided):  # Strided.mask's rule, on the rows only
-        i, j = rows[:, None], torch.arange(math.prod(kv_grid))[None, :]
-        allowed = ((i - j).abs() < pattern.local) | ((i - j) % pattern.stride == 0)
-        return allowed & (j <= i) if pattern.causal else allowed
-    return pattern.mask(kv_grid, q_grid)[rows]
+    ``pattern.mask(kv_grid, q_grid)[rows]`` (:meth:`Pattern.mask_rows`: separable patterns and Strided never build
+    the dense mask; Graph slices its adjacency)."""
+    return pattern.mask_rows(tuple(kv_grid), tuple(q_grid), rows)
 
 
 def _row_delta(call: AttentionCall, rows: Tensor) -> Tensor:

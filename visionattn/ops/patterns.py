@@ -103,6 +103,20 @@ class Pattern:
             full = full.unsqueeze(axis).unsqueeze(-1) & _place(one, axis, len(kv_grid))
         return full.reshape(math.prod(q_grid), math.prod(kv_grid))
 
+    def mask_rows(self, kv_grid: Grid, q_grid: Grid, rows: Tensor) -> Tensor:
+        """Rows of :meth:`mask` for the raster-flattened query indices ``rows`` ``(Q,)``: bool ``(Q, N_k)``,
+        equal to ``mask(kv_grid, q_grid)[rows]`` without building the ``(N_q, N_k)`` mask for separable patterns
+        (their 1D rules are combined axis by axis on the rows' coordinates)."""
+        rows = rows.cpu()
+        if not self.separable:
+            return self.mask(kv_grid, q_grid)[rows]
+        qi = torch.unravel_index(rows, tuple(q_grid))  # one (Q,) index vector per axis
+        out = torch.ones(len(rows), 1, dtype=torch.bool)
+        for axis, (lq, lk) in enumerate(zip(q_grid, kv_grid, strict=True)):
+            one = self.axis_allowed(axis, qi[axis][:, None], torch.arange(lk)[None, :], lq, lk)  # (Q, L_k)
+            out = (out[:, :, None] & one.expand(len(rows), lk)[:, None, :]).reshape(len(rows), -1)
+        return out
+
     def max_offset(self, kv_grid: Grid) -> tuple[int, ...]:
         """Largest |key - query| position offset per axis over allowed pairs (size of relative tables)."""
         return _max_offset(self, tuple(kv_grid))
@@ -379,8 +393,10 @@ class Strided(Pattern):
             raise ValueError(f"Strided needs local ≥ 1 and stride ≥ 1, got {self}")
 
     def mask(self, kv_grid, q_grid=None):
-        n = math.prod(kv_grid)
-        i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
+        return self.mask_rows(kv_grid, kv_grid, torch.arange(math.prod(kv_grid)))
+
+    def mask_rows(self, kv_grid, q_grid, rows):
+        i, j = rows.cpu()[:, None], torch.arange(math.prod(kv_grid))[None, :]
         allowed = ((i - j).abs() < self.local) | ((i - j) % self.stride == 0)
         return allowed & (j <= i) if self.causal else allowed
 
