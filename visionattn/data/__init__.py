@@ -19,6 +19,7 @@ from .cifar import build_cifar10, build_cifar100
 from .config import DataBundle, DataConfig, SkippedImageWarning
 from .folder import FileDataset, build_csv, build_folder
 from .images import BadImage, load_image
+from .subset import TargetSubset, apply_train_fraction
 from .transforms import build_transform, denormalize
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "ArrayDataset",
     "FileDataset",
     "stratified_split",
+    "TargetSubset",
     "DATASETS",
 ]
 
@@ -47,7 +49,8 @@ DATASETS: dict[str, Callable[[DataConfig], DataBundle]] = {
 
 
 def build_datasets(cfg: DataConfig) -> DataBundle:
-    """Index and check the data named by ``cfg``; train/val datasets of ``(image tensor, label)`` (see DataBundle)."""
+    """Index and check the data named by ``cfg``; train/val datasets of ``(image tensor, label)`` (see DataBundle);
+    the training set cut to ``cfg.train_fraction`` when that is below 1."""
     if not isinstance(cfg, DataConfig):
         raise TypeError(f"build_datasets: expected a DataConfig, got {type(cfg).__name__}")
-    return DATASETS[cfg.name](cfg)
+    return apply_train_fraction(DATASETS[cfg.name](cfg), cfg)

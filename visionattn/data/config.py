@@ -48,6 +48,9 @@ class DataConfig:
     ``grayscale_to_rgb``: built-in grayscale data (digits, lfw) as 3 identical channels; ``False`` gives 1 channel
     (``DataBundle.in_chans``), normalised with ``mean[0]``/``std[0]``. File and CIFAR data are always RGB.
     ``classes``: optional fixed class list; labels outside it are an error, and label ids follow its order.
+    ``train_fraction``: train on a seeded, stratified subset of this share of the training split (per class
+    ``n - round(n * (1 - fraction))`` images, at least 1; validation untouched); 1.0 = all of it.
+    ``subset_seed``: the seed of that subset (``None`` = ``seed``), so runs can vary the subset but keep the split.
     """
 
     name: str = "digits"
@@ -63,6 +66,8 @@ class DataConfig:
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
     classes: list[str] | None = None
+    train_fraction: float = 1.0
+    subset_seed: int | None = None
 
     def __post_init__(self):
         if self.name not in DATASET_NAMES:
@@ -79,6 +84,13 @@ class DataConfig:
             raise ValueError(f"DataConfig.val_fraction: expected a number in [0, 1), got {self.val_fraction!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"DataConfig.seed: expected an int, got {self.seed!r}")
+        if isinstance(self.train_fraction, bool) or not (
+            isinstance(self.train_fraction, (int, float)) and 0.0 < self.train_fraction <= 1.0
+        ):
+            raise ValueError(f"DataConfig.train_fraction: expected a number in (0, 1], got {self.train_fraction!r}")
+        if self.subset_seed is not None and (isinstance(self.subset_seed, bool) or not isinstance(self.subset_seed,
+                                                                                                  int)):
+            raise ValueError(f"DataConfig.subset_seed: expected an int or None, got {self.subset_seed!r}")
         if self.randaugment in ("", "none", "None"):
             self.randaugment = None
         if self.randaugment is not None:

@@ -1,3 +1,8 @@
 """Model families; importing this package registers every preset."""
 
-from . import resnets, swin_coatnet, vit  # noqa: F401
+from . import (  # noqa: F401
+    experiment_models,  # noqa: F401  (presets of experiments/*.yaml)
+    resnets,
+    swin_coatnet,
+    vit,
+)
