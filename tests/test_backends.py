@@ -6,6 +6,8 @@ borders are exercised) × every position kind × every backend that accepts the 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -268,3 +270,165 @@ def test_global_plan_holds_no_quadratic_mask():
     out = attention(q, q, q, Global(), backend="blocked", key_padding_mask=padding)
     want = attention(q[:, :100], q[:, :100], q[:, :100], Global(), backend="blocked")
     torch.testing.assert_close(out[:, :100], want)
+
+
+# ---------------------------------------------------------------------------------------------------
+# blocked: no-grad chunks of tiles, v_dim != head_dim (matmul-softmax-matmul instead of SDPA's math path)
+V_DIM = 5  # narrower than HEAD_DIM: the blocked backend's own matmul path, forward and backward
+SEPARABLE = [case for case in CASES if case[0].separable]
+
+
+def _inputs_v(pattern, grid, v_dim, dtype=torch.float32, batch=3, seed=4):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, *pattern.query_grid(grid), HEADS, HEAD_DIM, generator=g)
+    k = torch.randn(batch, *grid, HEADS, HEAD_DIM, generator=g)
+    v = torch.randn(batch, *grid, HEADS, v_dim, generator=g)
+    return [t.to(dtype) for t in (q, k, v)]
+
+
+def _force_chunk_tiles(monkeypatch, tiles):
+    """Make the no-grad path run chunks of ``tiles(n_tiles_per_image)`` tiles; returns, per blocked call, the
+    number of tiles (batch included), the chunk size asked for and the chunks it ran."""
+    from visionattn.ops.backends import blocked
+
+    real, seen = blocked._chunks, []
+
+    def chunks(levels, per_tile, budget):
+        size = tiles(math.prod(levels[1:]))
+        out = list(real(levels, per_tile, per_tile * size))
+        seen.append((math.prod(levels), size, out))
+        return iter(out)
+
+    monkeypatch.setattr(blocked, "_chunks", chunks)
+    return seen
+
+
+CHUNK_SIZES = {"1tile": lambda n: 1, "3tiles": lambda n: 3, "1image": lambda n: n + 1, "2images": lambda n: 2 * n}
+
+
+@pytest.mark.parametrize("case", SEPARABLE, ids=_case_id)
+@pytest.mark.parametrize("chunk", list(CHUNK_SIZES))
+@pytest.mark.parametrize("kind", ["none", "rel_bias", "rope"])
+@pytest.mark.parametrize("v_dim", [HEAD_DIM, V_DIM])
+def test_blocked_no_grad_chunks_match_reference(monkeypatch, case, chunk, kind, v_dim):
+    """No gradient: the tiles run in chunks (one tile, three tiles, whole images, two images of three) that cut
+    through tile rows, grid axes and the batch; every chunking equals the reference."""
+    pattern, grid = case
+    q, k, v = _inputs_v(pattern, grid, v_dim)
+    position, _ = _position(kind, pattern, grid)
+    with torch.no_grad():
+        want = attention(q, k, v, pattern, position=position, backend="reference")
+        seen = _force_chunk_tiles(monkeypatch, CHUNK_SIZES[chunk])
+        got = attention(q, k, v, pattern, position=position, backend="blocked")
+    (n_tiles, size, chunks), = seen
+    assert sum(count for _, _, count in chunks) == n_tiles and all(count <= size for _, _, count in chunks)
+    assert len(chunks) > 1 or n_tiles <= size  # really chunked
+    _compare([got], [want], torch.float32)
+
+
+@pytest.mark.parametrize(("levels", "per"), [((3,), 1), ((2, 5), 3), ((2, 3, 4), 5), ((2, 3, 4), 12),
+                                             ((2, 3, 4), 13), ((3, 2, 2, 2), 7), ((1, 7), 100)])
+def test_chunks_cover_every_tile_once_in_order(levels, per):
+    """Each chunk is a box of the leading axes whose tiles are the flat run (first, first + count)."""
+    from visionattn.ops.backends.blocked import _chunks
+
+    flat = torch.arange(math.prod(levels)).reshape(levels)
+    expected_start = 0
+    for index, first, count in _chunks(levels, 10, 10 * per):
+        assert first == expected_start and 1 <= count <= max(per, 1)
+        assert torch.equal(flat[index].reshape(-1), torch.arange(first, first + count))
+        expected_start += count
+    assert expected_start == flat.numel()
+
+
+@pytest.mark.parametrize("case", SEPARABLE, ids=_case_id)
+@pytest.mark.parametrize("kind", POSITIONS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_blocked_narrow_values_match_reference(case, kind, dtype):
+    """v_dim < head_dim with gradients: forward and the gradients of q, k, v and the position leaves."""
+    pattern, grid = case
+    results = []
+    for backend in ("reference", "blocked"):
+        inputs = [t.requires_grad_() for t in _inputs_v(pattern, grid, V_DIM, dtype, batch=2)]
+        position, leaves = _position(kind, pattern, grid)
+        out = attention(*inputs, pattern, position=position, backend=backend)
+        cotangent = torch.randn(out.shape, generator=torch.Generator().manual_seed(7))
+        (out.float() * cotangent).sum().backward()
+        results.append([out.float()] + [t.grad.float() for t in inputs + leaves])
+    _compare(results[1], results[0], dtype)
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["fwd+bwd", "no-grad-chunks"])
+@pytest.mark.parametrize("case", [(Global(), (6, 7)), (Neighborhood(3), (6, 7)), (Window(3, 1), (6, 7)),
+                                  (Neighborhood(5, border="pad"), (6, 7))], ids=_case_id)
+def test_blocked_narrow_values_nan_padding_never_leaks(monkeypatch, case, grad):
+    """v_dim < head_dim with key padding filled with NaN (or 123): bit-identical valid outputs (and input
+    gradients), finite, equal to the reference; without gradient in chunks of one tile."""
+    pattern, grid = case
+    padding = torch.zeros(2, *grid, dtype=torch.bool)
+    padding[0, 4:, :] = True
+    padding[1, :, 5:] = True
+    valid = ~padding
+    if not grad:
+        seen = _force_chunk_tiles(monkeypatch, lambda n: 1)
+    results = []
+    for backend, fill in (("blocked", float("nan")), ("blocked", 123.0), ("reference", 0.0)):
+        g = torch.Generator().manual_seed(8)
+        q, k = (torch.randn(2, *grid, HEADS, HEAD_DIM, generator=g) for _ in range(2))
+        v = torch.randn(2, *grid, HEADS, V_DIM, generator=g)
+        q, k, v = (torch.where(padding[..., None, None], fill, t).requires_grad_(grad) for t in (q, k, v))
+        with torch.set_grad_enabled(grad):
+            out = attention(q, k, v, pattern, backend=backend, key_padding_mask=padding)
+        if grad:
+            cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(5))
+            (out * cot * valid[..., None, None]).sum().backward()
+            results.append([out[valid], q.grad[valid], k.grad[valid], v.grad[valid]])
+        else:
+            results.append([out[valid]])
+    if not grad:
+        assert len(seen) == 2 and all(len(chunks) > 1 for _, _, chunks in seen)
+    for a, b, ref in zip(*results, strict=True):
+        assert torch.isfinite(a).all()
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, ref, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("v_dim", [HEAD_DIM, V_DIM])
+def test_blocked_chunks_query_without_keys_outputs_zeros(monkeypatch, v_dim):
+    """No gradient, chunks of one tile: an image whose keys are all padding outputs zeros, the other attends.
+    The backends run the call directly, so the padded values are not zeroed first (as attention() does)."""
+    from visionattn.ops.backends import BACKENDS
+
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(2, 9, HEADS, HEAD_DIM, generator=g)
+    k = torch.randn(2, 9, HEADS, HEAD_DIM, generator=g)
+    v = torch.randn(2, 9, HEADS, v_dim, generator=g) + 3.0
+    padding = torch.zeros(2, 9, dtype=torch.bool)
+    padding[1] = True
+    padding[0, 2] = True
+    call = make_call(q, k, v, Neighborhood(3, border="pad"), None, "softmax", None, padding)
+    seen = _force_chunk_tiles(monkeypatch, lambda n: 1)
+    with torch.no_grad(), neighborhood_tile(2):
+        out = BACKENDS["blocked"].run(call)
+        want = BACKENDS["reference"].run(call)
+    assert len(seen[0][2]) == 10  # 5 tiles of 2 queries per image
+    assert torch.equal(out[1], torch.zeros_like(out[1]))
+    torch.testing.assert_close(out, want, **TOL[torch.float32])
+
+
+def test_blocked_large_no_grad_call_runs_in_chunks(monkeypatch):
+    """A non-local-means-sized call (Neighborhood 21 with padding, wide q/k, v of 3 channels): the real budget
+    splits it into several chunks, and the result equals the reference."""
+    from visionattn.ops.backends import blocked
+
+    real, seen = blocked._chunks, []
+    monkeypatch.setattr(blocked, "_chunks", lambda *a: seen.append(list(real(*a))) or iter(seen[-1]))
+    g = torch.Generator().manual_seed(9)
+    q, k = (torch.randn(1, 40, 44, 1, 148, generator=g) * 0.1 for _ in range(2))
+    v = torch.rand(1, 40, 44, 1, 3, generator=g)
+    pattern = Neighborhood(21, border="pad")
+    with torch.no_grad():
+        got = attention(q, k, v, pattern, scale=1.0, backend="blocked")
+        want = attention(q, k, v, pattern, scale=1.0, backend="reference")
+    assert len(seen) == 1 and len(seen[0]) > 1
+    torch.testing.assert_close(got, want, **TOL[torch.float32])
