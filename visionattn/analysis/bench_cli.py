@@ -151,7 +151,7 @@ def add_parser(sub) -> None:
         description="For each pattern and square grid side (tokens = side²): forward and forward+backward time and "
                     "the peak RSS growth of one forward+backward, measured in a fresh process per case, beside the "
                     "analytic FLOPs and memory. A pattern stops (skip rows) where the predicted memory exceeds "
-                    "--max-memory (default 75%% of MemAvailable) or the extrapolated forward+backward time exceeds "
+                    "--max-memory (default 75% of MemAvailable) or the extrapolated forward+backward time exceeds "
                     "--max-seconds. Writes sweep.csv and sweep.png into --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sweep.add_argument("--patterns", default="global,global@reference,neighborhood,halo,window,axial,linear",

@@ -163,24 +163,20 @@ def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, radius
 
     The grid is cut into row strips that carry ``radius`` extra rows on each side (a strip's kept queries see
     exactly the keys they would see on the whole grid), so memory stays near ``max_bytes`` (default 1.5 GiB).
-    Widths are padded with zeros to one size (fused SDPA wants equal q and v widths); zero columns change no logit
-    or output.
+    v may be narrower than q and k (the blocked backend runs that as matmul-softmax-matmul, no padding).
     """
     gh, gw, dim = q.shape
-    e = v.shape[-1]
-    width = max(dim, e)
-    q, k, v = F.pad(q, (0, width - dim)), F.pad(k, (0, width - dim)), F.pad(v, (0, width - e))
     pattern = Neighborhood(2 * radius + 1, border="pad")
     tile = 8  # the blocked backend's default Neighborhood tile on 2-D grids: key boxes of (8 + 2r)² per 64 queries
-    row_bytes = gw * (tile + 2 * radius) ** 2 * (2 * width * 4 / tile**2 + 8)
+    row_bytes = gw * (tile + 2 * radius) ** 2 * (2 * dim * 4 / tile**2 + 8)
     rows = max(1, int((max_bytes or _STRIP_BYTES) // row_bytes) - 2 * radius)
     out = []
     for top in range(margin, gh - margin, rows):
         bottom = min(top + rows, gh - margin)
         lo, hi = max(top - radius, 0), min(bottom + radius, gh)
         part = attention(q[None, lo:hi, :, None], k[None, lo:hi, :, None], v[None, lo:hi, :, None], pattern,
-                         position=position, scale=1.0, backend=backend)  # (1, hi - lo, Gw, 1, width)
-        out.append(part[0, top - lo : bottom - lo, margin : gw - margin, 0, :e])
+                         position=position, scale=1.0, backend=backend)  # (1, hi - lo, Gw, 1, E)
+        out.append(part[0, top - lo : bottom - lo, margin : gw - margin, 0, :])
     return torch.cat(out, dim=0)
 
 

@@ -23,7 +23,7 @@ Memory (:func:`saved_bytes`) is an *execution's* property, so the model names th
     plus the float mask ``4·B·T·Tq·Tk`` when the tiles hold disallowed or out-of-grid slots; ``T`` tiles of ``Tq``
     query and ``Tk`` key slots come from the pattern's own ``axis_tiling`` (the padded slots are counted: they are
     allocated). Linear in N for local patterns; ``O(N·d)`` even for Global (one tile).
-``blocked-math`` (the blocked backend when SDPA takes the math path, e.g. ``v_dim != head_dim``)
+``blocked-math`` (the blocked backend's own matmul-softmax-matmul when ``v_dim != head_dim`` on CPU)
     per tile: ``q·scale``, kᵀ, the float32 weights and v, ``4·B·T·h·(Tq·d + Tk·d + Tq·Tk + Tk·e)``.
 ``blocked-biased`` (the blocked backend with a learnable RelativeBias: its own biased attention)
     the int64 table index ``8·T·Tq·Tk``, the bool mask, q, k, v tiles and the float32 weights.
