@@ -3,8 +3,8 @@ hand computation, crashed runs, resume, worker processes, the ordering verdicts,
 experiments (learning happened: accuracy well above chance). Also ``data.train_fraction`` and the experiment
 backbone ``exp_attn_resnet`` in every pattern x position.
 
-The framework tests use kind ``function`` with :func:`toy_metric` below (milliseconds per run); one real train
-experiment runs in the default suite (``posenc_ablation --quick``), the other two are ``slow``.
+The framework tests use kind ``function`` with :func:`toy_metric` below (milliseconds per run); the
+``--quick`` setting of every train experiment runs in the default suite (conv_as_attention's in test_conv_fit.py).
 """
 
 from __future__ import annotations
@@ -429,7 +429,6 @@ def test_posenc_ablation_quick(tmp_path, capsys):
     assert "[1/2] none seed 0: val_top1" in capsys.readouterr().out
 
 
-@pytest.mark.slow
 def test_local_vs_global_quick(tmp_path):
     from visionattn.cli import main
 
@@ -444,7 +443,6 @@ def test_local_vs_global_quick(tmp_path):
     assert (out / "local_vs_global_tradeoff.png").is_file()
 
 
-@pytest.mark.slow
 def test_data_regimes_quick(tmp_path):
     from visionattn.cli import main
 
