@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 from harness import RESULTS, note, table  # noqa: E402  (benchmarks/harness.py)
 
+from visionattn.analysis.sweep import peak_kib, reset_peak_rss  # noqa: E402
 from visionattn.ops import Global, Neighborhood, attention  # noqa: E402
 
 
@@ -31,37 +31,15 @@ def mem_child(pattern_name: str, S: int) -> None:
     del small
     res = {"inputs_mib": 3 * q.numel() * 4 / 2**20}
     for call in ("first", "second"):  # the first call also builds the blocked backend's cached plan
-        before, method = _reset_peak_rss()
+        before, method = reset_peak_rss()
         t0 = time.perf_counter()
         attention(q, k, v, pattern, backend="blocked").backward(g)
         res[f"seconds_{call}"] = time.perf_counter() - t0
-        after = _status_kib("VmHWM") if method == "VmHWM" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        after = peak_kib(method)
         res[f"peak_growth_mib_{call}"] = (after - before) / 1024
         res["method"] = method
         q.grad = k.grad = v.grad = None
     print(json.dumps(res))
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-
-def _reset_peak_rss() -> tuple[int, str]:
-    """Return the baseline (KiB) for peak-RSS growth: current RSS after resetting the kernel's high-water mark
-    (``echo 5 > /proc/self/clear_refs``) and trimming glibc's free lists; else ``ru_maxrss`` (peak so far)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return _status_kib("VmRSS"), "VmHWM"
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "ru_maxrss"
 
 
 def bench_memory(args, dtypes) -> None:

@@ -144,7 +144,7 @@ class Case:
 
 # ---------------------------------------------------------------------------------------------------
 # the child process
-def _status_kib(field: str) -> int:
+def status_kib(field: str) -> int:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
@@ -161,7 +161,7 @@ def _fixed_mmap_threshold() -> bool:
         return False
 
 
-def _reset_peak_rss() -> tuple[int, str]:
+def reset_peak_rss() -> tuple[int, str]:
     """Baseline (KiB) for peak-RSS growth: the current RSS after ``malloc_trim`` and a reset of the kernel's
     high-water mark (``VmHWM`` method); where that is not possible, ``ru_maxrss`` (the peak so far: a lower
     bound on growth)."""
@@ -174,13 +174,13 @@ def _reset_peak_rss() -> tuple[int, str]:
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        return _status_kib("VmRSS"), "VmHWM"
+        return status_kib("VmRSS"), "VmHWM"
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "ru_maxrss"
 
 
-def _peak_kib(method: str) -> int:
-    return _status_kib("VmHWM") if method.startswith("VmHWM") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak_kib(method: str) -> int:
+    return status_kib("VmHWM") if method.startswith("VmHWM") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 PARTS = ("memory", "time")
@@ -218,9 +218,9 @@ def measure_case(case: Case, part: str) -> dict:
     forward_backward()  # warm-up: kernels, the blocked backend's plan
     forward()
     if part == "memory":
-        base, method = _reset_peak_rss()
+        base, method = reset_peak_rss()
         forward_backward()
-        return {"peak_mib": (_peak_kib(method) - base) / 1024, "memory_method": method + ("+mmap" if fixed else "")}
+        return {"peak_mib": (peak_kib(method) - base) / 1024, "memory_method": method + ("+mmap" if fixed else "")}
     fwd, fwdbwd = [], []
     for _ in range(case.repeats):
         t0 = time.perf_counter()
