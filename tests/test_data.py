@@ -394,3 +394,23 @@ def test_many_skips_are_summarised(tmp_path):
     assert sorted(bundle.train.targets + bundle.val.targets) == [0, 0, 1, 1]
     msgs = [str(w.message) for w in record if issubclass(w.category, SkippedImageWarning)]
     assert len(msgs) == 21 and "10 more files (30 in all" in msgs[-1]
+
+
+def test_deit_randaugment_string_survives_magnitude_10():
+    """DeiT's 'rand-m9-mstd0.5-inc1' reaches magnitude 10, where timm's increasing posterize asks Pillow for 0 bits
+    (refused by Pillow >= 13): ours clamps to 1 bit instead of crashing mid-training."""
+    from timm.data.auto_augment import rand_augment_transform
+
+    from visionattn.data.transforms import _randaugment
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (S, S, 3), dtype=np.uint8))
+    ours = _randaugment(DataConfig(img_size=S, randaugment="rand-m10-mstd0.5-inc1"))
+    posterize = [op for op in ours.ops if op.name.startswith("Posterize")]
+    assert posterize and all(op.level_fn(10, op.hparams) == (1,) for op in posterize)
+    raw = rand_augment_transform("rand-m10-mstd0.5-inc1", {})
+    raw_posterize = [op for op in raw.ops if op.name.startswith("Posterize")]
+    assert raw_posterize[0].level_fn(10, raw_posterize[0].hparams) == (0,)  # the case being guarded
+    random.seed(0)
+    for _ in range(300):
+        out = ours(image)
+        assert out.size == image.size

@@ -35,12 +35,28 @@ def _randaugment(cfg: DataConfig):
         "interpolation": str_to_pil_interp("bicubic"),
     }
     try:
-        return rand_augment_transform(cfg.randaugment, hparams)
+        transform = rand_augment_transform(cfg.randaugment, hparams)
     except Exception as err:  # timm raises AssertionError/KeyError/ValueError on a malformed string
         raise ValueError(
             f"DataConfig.randaugment: timm could not parse {cfg.randaugment!r} "
             f"(expected e.g. 'rand-m9-mstd0.5'): {type(err).__name__}: {err}"
         ) from err
+    for op in transform.ops:
+        if op.name.startswith("Posterize") and op.level_fn is not None:
+            op.level_fn = _at_least_one_bit(op.level_fn)
+    return transform
+
+
+def _at_least_one_bit(level_fn):
+    """timm's increasing posterize (``inc1``, DeiT's 'rand-m9-mstd0.5-inc1') asks for 0 bits at magnitude 10,
+    which Pillow >= 13 refuses (``ValueError: bits must be between or equal to 1 and 8``) mid-training; older
+    Pillow returned a black image. Clamp to 1 bit, the nearest valid posterize."""
+
+    def level(magnitude, hparams):
+        (bits,) = level_fn(magnitude, hparams)
+        return (max(1, int(bits)),)
+
+    return level
 
 
 def build_transform(cfg: DataConfig, train: bool, in_chans: int = 3) -> v2.Compose:
