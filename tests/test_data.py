@@ -414,3 +414,4 @@ def test_deit_randaugment_string_survives_magnitude_10():
     for _ in range(300):
         out = ours(image)
         assert out.size == image.size
+    pickle.loads(pickle.dumps(ours))  # loader workers receive it pickled

@@ -14,6 +14,8 @@ three states; DataLoader workers reseed all three from the loader's generator.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
@@ -43,20 +45,16 @@ def _randaugment(cfg: DataConfig):
         ) from err
     for op in transform.ops:
         if op.name.startswith("Posterize") and op.level_fn is not None:
-            op.level_fn = _at_least_one_bit(op.level_fn)
+            op.level_fn = functools.partial(_at_least_one_bit, op.level_fn)  # a partial pickles (loader workers)
     return transform
 
 
-def _at_least_one_bit(level_fn):
+def _at_least_one_bit(level_fn, magnitude, hparams):
     """timm's increasing posterize (``inc1``, DeiT's 'rand-m9-mstd0.5-inc1') asks for 0 bits at magnitude 10,
     which Pillow >= 13 refuses (``ValueError: bits must be between or equal to 1 and 8``) mid-training; older
     Pillow returned a black image. Clamp to 1 bit, the nearest valid posterize."""
-
-    def level(magnitude, hparams):
-        (bits,) = level_fn(magnitude, hparams)
-        return (max(1, int(bits)),)
-
-    return level
+    (bits,) = level_fn(magnitude, hparams)
+    return (max(1, int(bits)),)
 
 
 def build_transform(cfg: DataConfig, train: bool, in_chans: int = 3) -> v2.Compose:
