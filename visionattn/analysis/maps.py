@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from ..ops import observe_attention
 from ..ops.backends.base import feature_map
+from ..ops.backends.reference import bias_from_delta
 from ..ops.call import AttentionCall
 from ..ops.patterns import Pattern
 from ..ops.position import RelativeBias, RelativeLogits, Rope
@@ -62,19 +63,11 @@ def _row_delta(call: AttentionCall, rows: Tensor) -> Tensor:
 
 
 def _row_bias(call: AttentionCall, q: Tensor, rows: Tensor) -> Tensor | None:
-    """Additive logit bias of the rows ``(B or 1, heads, Q, N_k)``; q ``(B, Q, heads, head_dim)`` float32."""
-    position = call.position
-    if isinstance(position, RelativeBias):
-        return position.lookup(_row_delta(call, rows)).float()[None]  # (1, h, Q, N_k)
-    if isinstance(position, RelativeLogits):
-        delta = _row_delta(call, rows)
-        bias = 0
-        for axis, (table, r) in enumerate(zip(position.tables, position.radius, strict=True)):
-            qr = torch.einsum("bqhd,rd->bhqr", q, table.float())  # (B, h, Q, 2R+1)
-            index = (delta[..., axis].clamp(-r, r) + r).expand(*qr.shape[:2], *delta.shape[:2])  # (B, h, Q, N_k)
-            bias = bias + torch.gather(qr, -1, index)
-        return bias
-    return None  # None, or Rope (already applied to q and k by the operator)
+    """Additive logit bias of the rows ``(B or 1, heads, Q, N_k)``; q ``(B, Q, heads, head_dim)`` float32.
+    None for no position or Rope (already applied to q and k by the operator)."""
+    if not isinstance(call.position, (RelativeBias, RelativeLogits)):
+        return None
+    return bias_from_delta(call.position, _row_delta(call, rows), q)
 
 
 def attention_rows(call: AttentionCall, rows: Tensor | Sequence[int]) -> Tensor:

@@ -28,18 +28,23 @@ def dense_delta(call: AttentionCall) -> Tensor:
 def dense_bias(call: AttentionCall, q: Tensor) -> Tensor | None:
     """Additive logit bias ``(B or 1, heads, N_q, N_k)`` from the position descriptor, or None.
     q: ``(B, N_q, heads, head_dim)`` float32."""
-    position = call.position
+    if not isinstance(call.position, (RelativeBias, RelativeLogits)):
+        return None
+    return bias_from_delta(call.position, dense_delta(call), q)
+
+
+def bias_from_delta(position: RelativeBias | RelativeLogits, delta: Tensor, q: Tensor) -> Tensor:
+    """The relative-position logit bias for offsets ``delta`` ``(Q, N_k, D)`` (key − query) of the queries ``q``
+    ``(B, Q, heads, head_dim)`` float32: ``(1, heads, Q, N_k)`` for a RelativeBias table, ``(B, heads, Q, N_k)``
+    for RelativeLogits (``q·r_Δ`` summed over axes, offsets clamped to the table radius)."""
     if isinstance(position, RelativeBias):
-        return position.lookup(dense_delta(call)).float()[None]  # (1, h, Nq, Nk)
-    if isinstance(position, RelativeLogits):
-        delta = dense_delta(call)
-        bias = 0
-        for axis, (table, r) in enumerate(zip(position.tables, position.radius, strict=True)):
-            qr = torch.einsum("bqhd,rd->bhqr", q, table.float())  # (B, h, Nq, 2R+1)
-            index = (delta[..., axis].clamp(-r, r) + r).expand(*qr.shape[:2], *delta.shape[:2])  # (B, h, Nq, Nk)
-            bias = bias + torch.gather(qr, -1, index)
-        return bias
-    return None
+        return position.lookup(delta).float()[None]
+    bias = 0
+    for axis, (table, r) in enumerate(zip(position.tables, position.radius, strict=True)):
+        qr = torch.einsum("bqhd,rd->bhqr", q, table.float())  # (B, h, Q, 2R+1)
+        index = (delta[..., axis].clamp(-r, r) + r).expand(*qr.shape[:2], *delta.shape[:2])  # (B, h, Q, N_k)
+        bias = bias + torch.gather(qr, -1, index)
+    return bias
 
 
 def reference_attention(call: AttentionCall) -> Tensor:
