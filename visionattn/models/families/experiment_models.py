@@ -31,7 +31,7 @@ from ...layers.stems import ConvBnAct, make_stem
 from ...ops.patterns import Global, Halo, Neighborhood, Window
 from ..backbone import Backbone, FeatureInfo
 from ..registry import Preset, register
-from ..resnet import ResNetSpec, _grid, _pair, build_stages
+from ..resnet import ResNet, ResNetSpec, _grid, _pair, build_stages
 from ..taxonomy import Taxonomy
 
 PATTERNS = ("neighborhood", "halo", "window", "axial", "global", "conv")
@@ -132,13 +132,14 @@ class AbsolutePositionMixer(nn.Module):
         return self.mixer(x)
 
 
-class AttnResNet(Backbone):
-    """``forward(x (B, 3, H, W))`` → logits ``(B, num_classes)``; ``forward_features`` → ``(B, C_last, h, w)``;
-    the head average-pools and applies ``fc`` (as :class:`~visionattn.models.resnet.ResNet`)."""
+class AttnResNet(ResNet):
+    """``forward(x (B, 3, H, W))`` → logits ``(B, num_classes)``; ``forward_features`` → ``(B, C_last, h, w)``.
+    A :class:`~visionattn.models.resnet.ResNet` (same head, stage maps and classifier) with its own stem and
+    mixers; only the construction differs."""
 
     def __init__(self, spec: AttnResNetSpec, num_classes: int = 1000, img_size=32):
-        super().__init__()
-        self.spec, self.img_size = spec, _pair(img_size)
+        Backbone.__init__(self)  # ResNet.__init__ builds from a ResNetSpec; the parts are built here
+        self.spec, self.img_size, self._in_chans = spec, _pair(img_size), 3
         if spec.stem_stride == 4:
             self.stem = make_stem("resnet", spec.stem_width)
         else:
@@ -159,24 +160,7 @@ class AttnResNet(Backbone):
                     g = grid if i == 0 else (_grid(self.img_size, self.feature_info[s].reduction))
                     block.mixer = AbsolutePositionMixer(block.mixer, spec.position, g, block.conv1.out_channels)
         self.num_features = spec.widths[-1]
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-
-    def forward_stem(self, x: Tensor) -> Tensor:
-        return self.stem(x)  # (B, stem_width, H/stride, W/stride)
-
-    def stage_map(self, state: Tensor, index: int) -> Tensor:
-        return state  # (B, C_i, H_i, W_i)
-
-    def forward_norm(self, state: Tensor) -> Tensor:
-        return state  # post-activation ResNet: no final norm
-
-    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
-        """features ``(B, C, h, w)`` → pooled ``(B, C)`` (``pre_logits``) or logits ``(B, num_classes)``."""
-        x = features.mean(dim=(2, 3))  # (B, C)
-        return x if pre_logits else self.fc(x)
-
-    def reset_classifier(self, num_classes: int) -> None:
+        self.head_drop = nn.Dropout(resnet_spec.drop_rate)
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
