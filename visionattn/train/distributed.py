@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..comm import DistInfo, all_reduce_any, all_reduce_mean, all_reduce_sum, barrier, broadcast_object
 from .sampler import ResumableDistributedSampler, make_sampler
 
 __all__ = [
@@ -46,22 +46,6 @@ __all__ = [
 ]
 
 _BACKENDS = ("gloo", "nccl")
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process sits in the job. ``world_size == 1`` means no process group exists."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-    is_main: bool
-
-    @property
-    def distributed(self) -> bool:
-        """True when a process group is in use (world size > 1)."""
-        return self.world_size > 1
 
 
 def _env_int(name: str, default: int | None = None) -> int | None:
@@ -251,58 +235,6 @@ def load_model_state_dict(model: nn.Module, state: dict[str, torch.Tensor], stri
         opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=strict)
         return set_model_state_dict(model, dict(state), options=opts)  # it replaces the dict's values in place
     return unwrap_model(model).load_state_dict(state, strict=strict)
-
-
-def _reduce(t: torch.Tensor, op: str, info: DistInfo) -> torch.Tensor:
-    """In-place all-reduce of ``t`` with ``op`` ("sum" or "max"); the identity in a world of one."""
-    if info.distributed:
-        dist.all_reduce(t, op=getattr(dist.ReduceOp, op.upper()))
-    return t
-
-
-def _reduce_device(info: DistInfo) -> torch.device:
-    return info.device if info.distributed and dist.get_backend() == "nccl" else torch.device("cpu")
-
-
-def all_reduce_any(flag: bool, info: DistInfo) -> bool:
-    """True if any rank's ``flag`` is True; every rank gets the same answer (e.g. "skip this step: a loss is not
-    finite somewhere"). Every rank must call it, the same number of times."""
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=_reduce_device(info))
-    return bool(_reduce(t, "max", info).item())
-
-
-def all_reduce_mean(value: float, info: DistInfo) -> float:
-    """Mean of ``value`` over the ranks (fp64), the same on every rank."""
-    t = torch.tensor([float(value)], dtype=torch.float64, device=_reduce_device(info))
-    return float(_reduce(t, "sum", info).item()) / info.world_size
-
-
-def all_reduce_sum(value, info: DistInfo):
-    """Sum over the ranks of a number (returned as float) or a tensor (returned as a new tensor of the same dtype and
-    device), e.g. correct/total counts or a confusion matrix from uneven evaluation shards."""
-    if isinstance(value, torch.Tensor):
-        t = value.detach().clone().to(_reduce_device(info))
-        return _reduce(t, "sum", info).to(value.device)
-    t = torch.tensor([float(value)], dtype=torch.float64, device=_reduce_device(info))
-    return float(_reduce(t, "sum", info).item())
-
-
-def broadcast_object(obj, info: DistInfo, src: int = 0):
-    """Rank ``src``'s picklable ``obj`` on every rank (e.g. a run directory name chosen by rank 0)."""
-    if not info.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
-def barrier(info: DistInfo) -> None:
-    """Wait for every rank (no-op in a world of one)."""
-    if info.distributed:
-        if dist.get_backend() == "nccl":
-            dist.barrier(device_ids=[info.device.index])
-        else:
-            dist.barrier()
 
 
 def cleanup(info: DistInfo) -> None:

@@ -17,13 +17,11 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator, Sized
-from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import Sampler
 
-if TYPE_CHECKING:
-    from .distributed import DistInfo
+from ..comm import DistInfo
 
 __all__ = ["ResumableDistributedSampler", "make_sampler"]
 
