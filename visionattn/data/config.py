@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
@@ -161,16 +162,38 @@ MAX_SKIP_WARNINGS = 20
 """One warning per skipped file up to this many, then a single summary warning for the rest."""
 
 
+@contextlib.contextmanager
+def _skipped_as_one_line():
+    """Scoped: a :class:`SkippedImageWarning` that Python prints is one line, ``warning: <message>`` (no
+    ``file:line: Category:`` prefix, no echo of the source line that warned, newlines of the reason folded);
+    every other warning keeps Python's format. Filters and ``pytest.warns`` see the warnings unchanged."""
+    original = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None):
+        if issubclass(category, SkippedImageWarning):
+            return "warning: " + " ".join(str(message).splitlines()) + "\n"
+        return original(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original
+
+
 def warn_skipped(where: str, skipped: Sequence[tuple[str, str]]) -> None:
-    for path, reason in skipped[:MAX_SKIP_WARNINGS]:
-        warnings.warn(f"{where}: skipping {path}: {reason}", SkippedImageWarning, stacklevel=3)
-    if len(skipped) > MAX_SKIP_WARNINGS:
-        warnings.warn(
-            f"{where}: skipped {len(skipped) - MAX_SKIP_WARNINGS} more files ({len(skipped)} in all; "
-            "see DataBundle.skipped)",
-            SkippedImageWarning,
-            stacklevel=3,
-        )
+    """One :class:`SkippedImageWarning` per skipped file (up to ``MAX_SKIP_WARNINGS``, then one for the rest),
+    printed as one line each."""
+    with _skipped_as_one_line():
+        for path, reason in skipped[:MAX_SKIP_WARNINGS]:
+            warnings.warn(f"{where}: skipping {path}: {reason}", SkippedImageWarning, stacklevel=3)
+        if len(skipped) > MAX_SKIP_WARNINGS:
+            warnings.warn(
+                f"{where}: skipped {len(skipped) - MAX_SKIP_WARNINGS} more files ({len(skipped)} in all; "
+                "see DataBundle.skipped)",
+                SkippedImageWarning,
+                stacklevel=3,
+            )
 
 
 def _class_names(classes: Sequence[str], labels) -> str:
