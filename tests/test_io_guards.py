@@ -23,11 +23,13 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
+import visionattn
 from visionattn.data import BadImage, DataConfig, SkippedImageWarning, build_datasets, load_image
 from visionattn.data.config import warn_skipped
 from visionattn.train import checkpoint as ckpt
 
 REPO = Path(__file__).resolve().parents[1]
+SOURCE_ROOT = str(Path(visionattn.__file__).resolve().parents[1])  # what a subprocess must import too
 
 
 # -- atomic writes: fsync(temp) → os.replace → fsync(directory) ---------------------------------------------------
@@ -187,7 +189,8 @@ def test_skipped_files_print_one_line_each_in_a_real_process(tmp_path):
         print(len(bundle.skipped))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONWARNINGS": "default"})
+                          env={**os.environ, "PYTHONWARNINGS": "default",
+                               "PYTHONPATH": os.pathsep.join([SOURCE_ROOT, os.environ.get("PYTHONPATH", "")])})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "2"
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
