@@ -8,6 +8,7 @@ import torch
 
 from visionattn.layers.attention import Attention
 from visionattn.layers.mbconv import MBConv
+from visionattn.layers.resize import resize_relative
 from visionattn.models import create_model, get_preset
 from visionattn.models.coatnet import CoAtNetSpec, DownsampleTransformerBlock
 from visionattn.ops.patterns import Global
@@ -97,19 +98,26 @@ def test_variable_resolution():
     model = create_model("coatnet_test", num_classes=3).eval()
     with torch.no_grad():
         assert model(_images(1, 32, 64)).shape == (1, 3)  # smaller grids: the tables cover them
-    with pytest.raises(ValueError, match=r"img_size 64×64.*larger input 96×96.*img_size=\(96, 96\)"):
-        model(_images(1, 96))
+        out = model(_images(1, 96))  # larger grids: the tables are interpolated
     big = create_model("coatnet_test", num_classes=3, img_size=96).eval()
-    with torch.no_grad():
-        assert big(_images(1, 96)).shape == (1, 3)
     assert tuple(big.stages[2].blocks[0].attn.position.table.shape[1:]) == (11, 11)  # 6×6 grid: ±5
+    # a 96 input equals a model built for 96 whose tables are the interpolated ones
+    state = model.state_dict()
+    for name, module in model.named_modules():
+        if isinstance(module, Attention):
+            radius = big.get_submodule(name).position.radius
+            state[f"{name}.position.table"] = resize_relative(module.position.descriptor(), radius).table.detach()
+    big.load_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(big(_images(1, 96)), out, rtol=0, atol=0)
+    assert out.abs().max() > 0.1
 
 
 def test_bad_sizes_and_specs_raise():
     model = create_model("coatnet_test")
-    with pytest.raises(ValueError, match=r"48×64.*divisible by 32"):
+    with pytest.raises(ValueError, match=r"48×64 must be a multiple of 32.*48 % 32 = 16"):
         model(_images(1, 48, 64))
-    with pytest.raises(ValueError, match=r"img_size 100×100.*divisible by 32"):
+    with pytest.raises(ValueError, match=r"img_size 100×100 must be a multiple of 32"):
         create_model("coatnet_test", img_size=100)
     with pytest.raises(ValueError, match=r"blocks\[1\].*'conv'"):
         CoAtNetSpec(blocks=("mbconv", "conv", "transformer", "transformer"))

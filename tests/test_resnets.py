@@ -11,8 +11,10 @@ import pytest
 import torch
 from torch import nn
 
+from visionattn.layers.attention import Attention
 from visionattn.layers.bottleneck import BottleneckBlock, MixerSpec
 from visionattn.layers.nonlocal_block import NonLocalBlock
+from visionattn.layers.resize import resize_relative
 from visionattn.layers.stems import make_stem
 from visionattn.models import create_model, get_preset, list_models
 from visionattn.models.resnet import ResNetSpec
@@ -20,7 +22,7 @@ from visionattn.ops import BACKENDS, Axial, Global, Halo, Neighborhood, intercep
 
 TINY = ["resnet_test", "sasa_resnet_test", "halonet_test", "botnet_test", "axial_resnet_test",
         "nonlocal_resnet_test", "r26_vit_test"]
-FULL = ["resnet26", "resnet50", "sasa_resnet26", "sasa_resnet50", "halonet_h0", "halonet_tiny", "botnet26",
+FULL = ["resnet26", "resnet50", "sasa_resnet26", "sasa_resnet50", "halonet_h0", "halonet26t", "botnet26",
         "botnet50", "axial_resnet26", "nonlocal_resnet50", "r26_vit"]
 
 
@@ -180,12 +182,44 @@ def test_variable_resolution(name, size):
     assert [m.shape[-1] for m in maps] == [size // i.reduction for i in model.feature_info]
 
 
-def test_global_relative_tables_refuse_larger_grids():
-    model, size = _build("botnet_test")
-    with pytest.raises(ValueError, match="covers offsets"):
-        model(_images(2 * size, batch=1))
-    bigger = create_model("botnet_test", num_classes=10, img_size=2 * size).eval()
-    assert bigger(_images(2 * size, batch=1)).shape == (1, 10)
+@pytest.mark.parametrize("name", ["botnet_test", "axial_resnet_test"])
+def test_global_relative_tables_interpolate_for_larger_grids(name):
+    """Grid-wide relative tables are sized for img_size; a larger input runs with them interpolated, exactly as a
+    model built for that size whose tables are the interpolated ones."""
+    model, size = _build(name)
+    model.eval()
+    x = _images(2 * size, batch=1)
+    with torch.no_grad():
+        out = model(x)
+    torch.manual_seed(0)
+    bigger = create_model(name, num_classes=10, img_size=2 * size).eval()
+    state = model.state_dict()
+    resized = 0
+    for mname, module in model.named_modules():
+        if isinstance(module, Attention) and module.position is not None:
+            radius = bigger.get_submodule(mname).position.radius
+            if radius != module.position.radius:
+                tables = resize_relative(module.position.descriptor(), radius).tables
+                for i, table in enumerate(tables):
+                    state[f"{mname}.position.tables.{i}"] = table.detach()
+                resized += 1
+    assert resized > 0
+    bigger.load_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(bigger(x), out, rtol=1e-5, atol=1e-6)
+    assert out.abs().max() > 1e-3
+
+
+def test_halonet_tiny_is_a_deprecated_alias():
+    assert "halonet_tiny" not in list_models()
+    with pytest.warns(DeprecationWarning, match="'halonet_tiny' is deprecated; use 'halonet26t'"):
+        preset = get_preset("halonet_tiny")
+    assert preset is get_preset("halonet26t") and "12.5M" in preset.paper
+    with pytest.warns(DeprecationWarning, match="halonet26t"):
+        old = create_model("halonet_tiny", num_classes=3, depths=(1, 1, 1, 1))
+    new = create_model("halonet26t", num_classes=3, depths=(1, 1, 1, 1))
+    assert old.preset.name == "halonet26t" and old.spec == new.spec
+    assert [k for k in old.state_dict()] == [k for k in new.state_dict()]
 
 
 @pytest.mark.parametrize("mixer", [MixerSpec(), MixerSpec("attention", Neighborhood(7, border="pad"), "rel_logits", 2),

@@ -47,6 +47,20 @@ def sincos_position_embedding(
     return torch.cat(parts, dim=-1)[None].to(dtype)  # (1, *grid, dim)
 
 
+def content_extent(padding_mask: Tensor) -> Tensor:
+    """``(B, *grid)`` bool (True = padding) → ``(B, dims)`` int64: per sample and axis, 1 + the last index that
+    holds content (0 for an all-padding sample) — the content grid of a sample padded at the end."""
+    valid = ~padding_mask
+    dims = valid.ndim - 1
+    out = []
+    for axis in range(dims):
+        others = tuple(a + 1 for a in range(dims) if a != axis)
+        along = valid.any(dim=others) if others else valid  # (B, L_axis)
+        index = torch.arange(1, along.shape[1] + 1, device=valid.device)  # 1-based positions
+        out.append((along * index).amax(dim=1))  # (B,)
+    return torch.stack(out, dim=1)  # (B, dims)
+
+
 def _check_tokens(x: Tensor, dims: int, dim: int, what: str) -> None:
     if x.ndim != dims + 2 or x.shape[-1] != dim:
         raise ValueError(
@@ -81,9 +95,31 @@ class LearnedPositionEmbedding(nn.Module):
         w = F.interpolate(w.float(), size=grid, mode=_MODES[dims], align_corners=False, antialias=dims == 2)
         return w.movedim(1, -1).to(self.weight.dtype)  # (1, *grid', dim)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        """x ``(B, *grid', dim)`` → ``x + embedding``. With ``padding_mask`` ``(B, *grid')`` bool (True = padding,
+        content in the leading corner as batching pads at the end), each sample gets the embedding resized to
+        its own content extent and placed there (zeros on the padding): the content is embedded exactly as if it
+        came alone, whatever the batch's padded size."""
         _check_tokens(x, len(self.grid), self.dim, "LearnedPositionEmbedding")
-        return x + self.embedding(tuple(x.shape[1:-1])).to(x.dtype)
+        grid = tuple(x.shape[1:-1])
+        if padding_mask is None:
+            return x + self.embedding(grid).to(x.dtype)
+        if padding_mask.dtype != torch.bool or tuple(padding_mask.shape) != (x.shape[0], *grid):
+            raise ValueError(f"LearnedPositionEmbedding: padding_mask must be bool {(x.shape[0], *grid)}, got "
+                             f"{padding_mask.dtype} {tuple(padding_mask.shape)}")
+        extents = content_extent(padding_mask).tolist()  # per sample, the content grid
+        cache: dict[tuple[int, ...], Tensor] = {}
+        rows = []
+        for extent in map(tuple, extents):
+            if extent not in cache:
+                size = extent if all(extent) else grid  # an all-padding sample: any embedding will do
+                emb = self.embedding(size)  # (1, *size, dim)
+                pad = [0, 0]
+                for n, e in zip(reversed(grid), reversed(size), strict=True):
+                    pad += [0, n - e]
+                cache[extent] = F.pad(emb, pad)  # (1, *grid, dim), zeros past the content
+            rows.append(cache[extent])
+        return x + torch.cat(rows).to(x.dtype)  # (B, *grid, dim)
 
     def extra_repr(self) -> str:
         return f"grid={self.grid}, dim={self.dim}"
@@ -105,4 +141,4 @@ class SinCosPositionEmbedding(nn.Module):
         return f"dim={self.dim}, temperature={self.temperature}"
 
 
-__all__ = ["LearnedPositionEmbedding", "SinCosPositionEmbedding", "sincos_position_embedding"]
+__all__ = ["LearnedPositionEmbedding", "SinCosPositionEmbedding", "content_extent", "sincos_position_embedding"]

@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 from ..ops.patterns import Halo, Pattern
 from .attention import Attention, AxialAttention
+from .nonlocal_block import NonLocalBlock
+from .padding import downsample_mask
 from .position import LOCAL_PATTERNS, POSITION_KINDS
 
 MIXER_KINDS = ("conv", "attention", "axial")
@@ -77,11 +79,12 @@ class AttentionMixer(nn.Module):
     ``stride`` 2 either pools after attending (``spec.downsample='pool'``: 2×2 average pool, ``ceil_mode`` so
     odd grids give ``ceil(H/2)`` like the strided shortcut) or subsamples queries (``'query'``: the Halo
     pattern gets ``stride=2``). ``grid_size``: the largest input grid ``(H, W)``; sizes the relative tables of
-    grid-wide patterns (Global, Axial) — a larger grid at forward time raises the operator's ``ValueError``.
+    grid-wide patterns (Global, Axial). A larger grid at forward time interpolates those tables when
+    ``resize_position`` (what backbones do), else raises the operator's ``ValueError``.
     """
 
     def __init__(self, dim: int, spec: MixerSpec, stride: int = 1, grid_size: tuple[int, int] | None = None,
-                 backend: str = "auto"):
+                 backend: str = "auto", resize_position: bool = False):
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"AttentionMixer stride must be 1 or 2, got {stride}")
@@ -89,28 +92,29 @@ class AttentionMixer(nn.Module):
             raise ValueError(f"attention mixer width {dim} is not divisible by heads {spec.heads}")
         self.spec, self.stride = spec, stride
         query_stride = stride if spec.downsample == "query" else 1
+        common = dict(position=spec.position, grid_size=grid_size, backend=backend, qkv_bias=False, proj=False,
+                      resize_position=resize_position)
         if spec.kind == "axial":
-            self.attn = AxialAttention(dim, spec.heads, position=spec.position, grid_size=grid_size, backend=backend,
-                                       qkv_bias=False, proj=False)
+            self.attn = AxialAttention(dim, spec.heads, **common)
         else:
             pattern = dataclasses.replace(spec.pattern, stride=query_stride) if query_stride > 1 else spec.pattern
-            self.attn = Attention(dim, spec.heads, pattern, position=spec.position, grid_size=grid_size,
-                                  backend=backend, dims=None if grid_size else 2, qkv_bias=False, proj=False)
+            self.attn = Attention(dim, spec.heads, pattern, dims=None if grid_size else 2, **common)
         pool = stride > 1 and query_stride == 1
         self.pool = nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False) if pool else nn.Identity()
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.attn(x.permute(0, 2, 3, 1))  # (B, H', W', C) channels-last; H' = H/s for strided queries
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """x ``(B, C, H, W)``; key_padding_mask ``(B, H, W)`` bool (True = padding) → ``(B, C, H/s, W/s)``."""
+        x = self.attn(x.permute(0, 2, 3, 1), key_padding_mask=key_padding_mask)  # (B, H', W', C) channels-last
         return self.pool(x.permute(0, 3, 1, 2))  # (B, C, H/s, W/s)
 
 
 def make_mixer(dim: int, spec: MixerSpec, stride: int = 1, grid_size: tuple[int, int] | None = None,
-               backend: str = "auto") -> nn.Module:
+               backend: str = "auto", resize_position: bool = False) -> nn.Module:
     """The spatial mixer ``(B, dim, H, W)`` → ``(B, dim, H/stride, W/stride)`` that ``spec`` describes."""
     if spec.kind == "conv":
         return nn.Conv2d(dim, dim, 3, stride=stride, padding=1, bias=False)
     needs_grid = spec.position in ("rel_bias", "rel_logits") and (spec.kind == "axial" or not _is_local(spec.pattern))
-    return AttentionMixer(dim, spec, stride, grid_size if needs_grid else None, backend)
+    return AttentionMixer(dim, spec, stride, grid_size if needs_grid else None, backend, resize_position)
 
 
 def _is_local(pattern: Pattern) -> bool:
@@ -128,16 +132,18 @@ class BottleneckBlock(nn.Module):
     The shortcut is the identity, or ``downsample`` = 1×1 conv (stride) + BN when the shape changes.
     ``zero_init_last`` zeroes bn3's gamma so each block starts as the identity (Goyal et al. 2017).
     Names (conv1, bn1, mixer, bn2, conv3, bn3, downsample.0/.1) map onto timm's ResNet with ``conv2 → mixer``.
+    ``resize_position``: see :class:`AttentionMixer`.
     """
 
     def __init__(self, in_chs: int, mid_chs: int, out_chs: int, stride: int = 1, mixer: MixerSpec = CONV3X3,
                  grid_size: tuple[int, int] | None = None, drop_path: float = 0.0, zero_init_last: bool = True,
-                 backend: str = "auto"):
+                 backend: str = "auto", resize_position: bool = False):
         super().__init__()
+        self.stride = stride
         self.conv1 = nn.Conv2d(in_chs, mid_chs, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(mid_chs)
         self.act1 = nn.ReLU(inplace=True)
-        self.mixer = make_mixer(mid_chs, mixer, stride, grid_size, backend)
+        self.mixer = make_mixer(mid_chs, mixer, stride, grid_size, backend, resize_position)
         self.bn2 = nn.BatchNorm2d(mid_chs)
         self.act2 = nn.ReLU(inplace=True)
         self.conv3 = nn.Conv2d(mid_chs, out_chs, 1, bias=False)
@@ -151,13 +157,42 @@ class BottleneckBlock(nn.Module):
                                             nn.BatchNorm2d(out_chs))
         self.act3 = nn.ReLU(inplace=True)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """x ``(B, in_chs, H, W)``; key_padding_mask ``(B, H, W)`` bool, passed to an attention mixer (any mixer
+        but a conv, which sees padding through its kernel and ignores the mask)."""
         shortcut = x if self.downsample is None else self.downsample(x)  # (B, out, H/s, W/s)
         x = self.act1(self.bn1(self.conv1(x)))  # (B, mid, H, W)
-        x = self.act2(self.bn2(self.mixer(x)))  # (B, mid, H/s, W/s)
+        if key_padding_mask is not None and not isinstance(self.mixer, nn.Conv2d):
+            x = self.mixer(x, key_padding_mask=key_padding_mask)  # (B, mid, H/s, W/s)
+        else:
+            x = self.mixer(x)  # (B, mid, H/s, W/s)
+        x = self.act2(self.bn2(x))
         x = self.bn3(self.conv3(x))  # (B, out, H/s, W/s)
         return self.act3(self.drop_path(x) + shortcut)
 
 
-__all__ = ["CONV3X3", "DOWNSAMPLE_KINDS", "MIXER_KINDS", "AttentionMixer", "BottleneckBlock", "MixerSpec",
-           "make_mixer"]
+class BottleneckStage(nn.Sequential):
+    """A ResNet stage: bottleneck (and non-local) blocks in sequence, ``(B, C_in, H, W)`` → ``(B, C, H/s, W/s)``.
+
+    An ``nn.Sequential`` (parameter names ``i.*`` as timm's ``layerN.i.*``) whose forward also carries a key
+    padding mask ``(B, H, W)``: each block gets the mask of its input grid; after a stride-2 block the mask is
+    downsampled (:func:`~visionattn.layers.padding.downsample_mask`: a token is padding when all it covers is).
+    """
+
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        if key_padding_mask is None:
+            return super().forward(x)
+        mask = key_padding_mask  # (B, H, W)
+        for block in self:
+            if isinstance(block, (BottleneckBlock, NonLocalBlock)):
+                x = block(x, key_padding_mask=mask)
+            else:
+                x = block(x)
+            stride = getattr(block, "stride", 1)
+            if stride > 1:
+                mask = downsample_mask(mask, stride)  # (B, ceil(H/s), ceil(W/s))
+        return x
+
+
+__all__ = ["CONV3X3", "DOWNSAMPLE_KINDS", "MIXER_KINDS", "AttentionMixer", "BottleneckBlock", "BottleneckStage",
+           "MixerSpec", "make_mixer"]

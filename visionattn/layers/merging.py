@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -25,9 +26,9 @@ class PatchMerging(nn.Module):
         if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[-1] != self.dim:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"PatchMerging expects channels-last (B, H, W, {self.dim}), got {got}")
+        if x.shape[1] % 2 or x.shape[2] % 2:
+            x = F.pad(x, (0, 0, 0, x.shape[2] % 2, 0, x.shape[1] % 2))  # (B, H + H%2, W + W%2, C), zeros at the end
         B, H, W, C = x.shape
-        if H % 2 or W % 2:
-            raise ValueError(f"PatchMerging needs an even grid to merge 2×2 neighbours, got H×W = {H}×{W}")
         x = x.reshape(B, H // 2, 2, W // 2, 2, C)  # (B, H/2, dh, W/2, dw, C)
         x = x.permute(0, 1, 3, 4, 2, 5).flatten(3)  # (B, H/2, W/2, dw·dh·C): (0,0), (1,0), (0,1), (1,1)
         return self.reduction(self.norm(x))  # (B, H/2, W/2, out_dim)

@@ -34,8 +34,9 @@ class NonLocalBlock(nn.Module):
         self.bn = nn.BatchNorm2d(dim)
         nn.init.zeros_(self.bn.weight)
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.attn(x.permute(0, 2, 3, 1))  # (B, H, W, dim) channels-last
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """x ``(B, dim, H, W)``; key_padding_mask ``(B, H, W)`` bool (True = padding, never attended)."""
+        y = self.attn(x.permute(0, 2, 3, 1), key_padding_mask=key_padding_mask)  # (B, H, W, dim) channels-last
         return x + self.bn(y.permute(0, 3, 1, 2))  # (B, dim, H, W)
 
 

@@ -14,8 +14,8 @@ class TransformerBlock(nn.Module):
     """x ``(B, *grid, dim)`` → ``(B, *grid, dim)``:
     ``x + DropPath(LS(Attention(LN(x))))`` then ``x + DropPath(LS(Mlp(LN(x))))``.
 
-    pattern/position/form/grid_size/backend go to :class:`Attention`. ``layer_scale``: initial value of
-    CaiT-style per-channel scales (None = off). ``mlp_ratio``: hidden = ``dim * mlp_ratio``. ``norm_eps``:
+    pattern/position/form/grid_size/backend/resize_position go to :class:`Attention`. ``layer_scale``: initial
+    value of CaiT-style per-channel scales (None = off). ``mlp_ratio``: hidden = ``dim * mlp_ratio``. ``norm_eps``:
     LayerNorm epsilon (1e-6 for ViT/DeiT, 1e-5 for Swin, as in their checkpoints).
     """
 
@@ -35,11 +35,13 @@ class TransformerBlock(nn.Module):
         grid_size: tuple[int, ...] | None = None,
         backend: str = "auto",
         dims: int | None = None,
+        resize_position: bool = False,
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, heads, pattern or Global(), position=position, form=form, qkv_bias=qkv_bias,
-                              grid_size=grid_size, backend=backend, proj_drop=proj_drop, dims=dims)
+                              grid_size=grid_size, backend=backend, proj_drop=proj_drop, dims=dims,
+                              resize_position=resize_position)
         self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
@@ -47,6 +49,9 @@ class TransformerBlock(nn.Module):
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), key_padding_mask=key_padding_mask)))
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, pattern: Pattern | None = None) -> Tensor:
+        """x ``(B, *grid, dim)``; key_padding_mask ``(B, *grid)`` bool (True = padding); pattern: this call's
+        pattern instead of the block's (Swin's window clipped to a small grid) → ``(B, *grid, dim)``."""
+        attn = self.attn(self.norm1(x), key_padding_mask=key_padding_mask, pattern=pattern)  # (B, *grid, dim)
+        x = x + self.drop_path1(self.ls1(attn))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))

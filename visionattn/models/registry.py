@@ -1,8 +1,13 @@
 """The model registry: named presets (small specs) → models. ``create_model`` and ``list_models``.
 
 A preset is data: a name, a builder (the model family's class), the spec dataclass it is built from, the
-taxonomy and the default input size. Overrides replace fields of the spec (``dataclasses.replace``), and
-``num_classes`` / ``img_size`` are passed to the builder. Family modules register their presets on import.
+taxonomy, the default input size and, when timm publishes weights for the same architecture, the timm twin's
+name. Overrides replace fields of the spec (``dataclasses.replace``), and ``num_classes`` / ``img_size`` are
+passed to the builder.
+
+The registry imports no family: each family module registers its presets when imported, and
+``visionattn.models`` (the package) imports the families after this module, so any ``visionattn.models...``
+import sees every preset.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,25 +34,43 @@ class Preset:
     tiny: bool = False  # a test-size variant that runs in milliseconds
     paper: str = ""  # what it reproduces, for `visionattn models`
     num_classes: int = 1000  # default head width (0 = no head: pooled features, e.g. DINO backbones)
+    timm_twin: str = ""  # timm model (with tag) of the same architecture whose published weights
+    # create_model(name, pretrained=True) fetches and converts ("" = none)
 
 
 _REGISTRY: dict[str, Preset] = {}
+_ALIASES: dict[str, str] = {}  # deprecated name -> current name
 
 
 def register(preset: Preset) -> Preset:
-    if preset.name in _REGISTRY:
+    if preset.name in _REGISTRY or preset.name in _ALIASES:
         raise ValueError(f"model {preset.name!r} is registered twice")
     _REGISTRY[preset.name] = preset
     return preset
 
 
-def _load_families() -> None:
-    """Import the family modules, which register their presets."""
-    from . import families  # noqa: F401
+def register_alias(old: str, new: str) -> None:
+    """Keep ``old`` working as a deprecated name of the registered preset ``new`` (a DeprecationWarning on use;
+    not listed by :func:`list_models`)."""
+    if new not in _REGISTRY:
+        raise ValueError(f"alias {old!r} → {new!r}: {new!r} is not registered")
+    if old in _REGISTRY or old in _ALIASES:
+        raise ValueError(f"model {old!r} is registered twice")
+    _ALIASES[old] = new
 
 
 def get_preset(name: str) -> Preset:
-    _load_families()
+    """The preset registered as ``name`` (a deprecated alias warns and gives its current preset); an unknown name
+    is a ``ValueError`` listing the close ones."""
+    return _lookup(name, stacklevel=3)
+
+
+def _lookup(name: str, stacklevel: int) -> Preset:
+    if name in _ALIASES:
+        new = _ALIASES[name]
+        warnings.warn(f"model name {name!r} is deprecated; use {new!r} (the same model)", DeprecationWarning,
+                      stacklevel=stacklevel)
+        return _REGISTRY[new]
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(_REGISTRY))}"
@@ -55,8 +79,7 @@ def get_preset(name: str) -> Preset:
 
 
 def list_models(pattern: str = "*", include_tiny: bool = True) -> list[str]:
-    """Registered names matching a shell-style ``pattern`` (``'swin*'``), sorted."""
-    _load_families()
+    """Registered names matching a shell-style ``pattern`` (``'swin*'``), sorted (deprecated aliases excluded)."""
     return sorted(n for n, p in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (include_tiny or not p.tiny))
 
 
@@ -65,17 +88,29 @@ def create_model(
     num_classes: int | None = None,
     img_size: int | None = None,
     pretrained_path: str | None = None,
+    pretrained: bool = False,
     **overrides,
 ) -> nn.Module:
     """Build a registered model (``num_classes`` defaults to the preset's: 1000, or 0 for DINO backbones).
-    ``overrides`` replace fields of its spec (e.g. ``depth=6``, ``drop_path=0.1``);
-    ``pretrained_path`` loads a checkpoint (ours, or a timm/DINO state dict) with ``weights_only`` loading."""
-    preset = get_preset(name)
+
+    ``overrides`` replace fields of its spec (e.g. ``depth=6``, ``drop_path=0.1``).
+    ``pretrained_path`` loads a local checkpoint (ours, or a timm/DINO state dict) with ``weights_only`` loading.
+    ``pretrained=True`` fetches the preset's timm twin's published weights through timm (Hugging Face hub, timm's
+    cache) and converts them; the classifier is kept only when its class count matches. Without a twin it is a
+    ``ValueError``; when the hub cannot be reached, a :class:`~visionattn.models.pretrained.PretrainedUnavailable`
+    that names ``pretrained_path`` as the offline route."""
+    preset = _lookup(name, stacklevel=3)  # a deprecation warning points at the caller of create_model
     fields = {f.name for f in dataclasses.fields(preset.spec)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         spec_name = type(preset.spec).__name__
         raise ValueError(f"{name}: unknown spec fields {unknown}; the spec {spec_name} has {sorted(fields)}")
+    if pretrained and pretrained_path is not None:
+        raise ValueError(f"{name}: pass pretrained=True (timm's published weights) or pretrained_path (a local "
+                         f"file), not both; got pretrained_path={pretrained_path!r}")
+    if pretrained and not preset.timm_twin:
+        raise ValueError(f"{name}: pretrained=True needs a timm twin with published weights, and {name!r} has none; "
+                         f"load a checkpoint with pretrained_path=FILE instead")
     spec = dataclasses.replace(preset.spec, **overrides)
     num_classes = preset.num_classes if num_classes is None else num_classes
     model = preset.builder(spec, num_classes=num_classes, img_size=img_size or preset.img_size)
@@ -84,4 +119,11 @@ def create_model(
         from .checkpoint import load_pretrained
 
         load_pretrained(model, pretrained_path)
+    if pretrained:
+        from .pretrained import load_timm_twin
+
+        load_timm_twin(model, preset.timm_twin)
     return model
+
+
+__all__ = ["Preset", "create_model", "get_preset", "list_models", "register", "register_alias"]

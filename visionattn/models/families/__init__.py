@@ -1,8 +1,11 @@
-"""Model families; importing this package registers every preset."""
+"""Model families, one file each with its spec, class, checkpoint converter and presets (timm's habit).
+Importing this package registers every preset; ``visionattn.models`` does so after creating the registry."""
 
 from . import (  # noqa: F401
-    experiment_models,  # noqa: F401  (presets of experiments/*.yaml)
-    resnets,
-    swin_coatnet,
+    coatnet,
+    experiment_models,  # presets of experiments/*.yaml
+    hybrid_vit,
+    resnet,
+    swin,
     vit,
 )

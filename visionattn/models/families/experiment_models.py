@@ -13,10 +13,10 @@ conv stem kept) with
 * ``stem_stride``: 2 (two 3×3 conv-BN-ReLU, the first strided: a 32×32 image gives grids 16, 8, 4, 2) or 4
   (ResNet's 7×7/2 + max-pool: grids 8, 4, 2, 1), so small images keep a grid on which locality means something.
 
-Layout: NCHW maps ``(B, C, H, W)`` between blocks (as :class:`visionattn.models.resnet.ResNet`); stage ``i`` has
-``widths[i]`` channels and reduction ``stem_stride · 2^i``. A ``window`` is clipped per stage to the stage's grid
-at ``img_size`` (a smaller input than that raises the operator's error); ``global`` and ``axial`` relative
-tables are sized for ``img_size``.
+Layout: NCHW maps ``(B, C, H, W)`` between blocks (as :class:`visionattn.models.families.resnet.ResNet`); stage
+``i`` has ``widths[i]`` channels and reduction ``stem_stride · 2^i``. A ``window`` is clipped per stage to the
+stage's grid at ``img_size`` (a smaller input than that raises the operator's error); ``global`` and ``axial``
+relative tables are sized for ``img_size`` and interpolated for larger inputs.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from ...layers.stems import ConvBnAct, make_stem
 from ...ops.patterns import Global, Halo, Neighborhood, Window
 from ..backbone import Backbone, FeatureInfo
 from ..registry import Preset, register
-from ..resnet import ResNet, ResNetSpec, _grid, _pair, build_stages
+from ..sizes import ceil_grid, to_pair
 from ..taxonomy import Taxonomy
+from .resnet import ResNet, ResNetSpec, build_stages
 
 PATTERNS = ("neighborhood", "halo", "window", "axial", "global", "conv")
 POSITIONS = ("none", "absolute", "sincos", "rel_bias", "rel_logits", "rope")
@@ -43,7 +44,7 @@ ABSOLUTE = ("absolute", "sincos")
 class AttnResNetSpec:
     """A small attention ResNet for experiments (see the module docstring for ``pattern`` / ``position``).
 
-    depths / widths / bottleneck_ratio: as :class:`~visionattn.models.resnet.ResNetSpec` (mixer width =
+    depths / widths / bottleneck_ratio: as :class:`~visionattn.models.families.resnet.ResNetSpec` (mixer width =
     ``width · ratio``). stem_width: stem output channels; stem_stride: 2 or 4. kernel: the Neighborhood kernel,
     the Window size and the Halo block. halo: Halo's extra keys per side. heads: attention heads (must divide
     every mixer width). drop_path: stochastic depth, rising linearly to this rate. backend: operator backend.
@@ -86,8 +87,8 @@ class AttnResNetSpec:
 
     def stage_grids(self, img_size) -> list[tuple[int, int]]:
         """The input grid ``(H, W)`` of each stage's first block at ``img_size``."""
-        hw = _pair(img_size)
-        return [_grid(hw, self.stem_stride * 2 ** max(s - 1, 0)) for s in range(len(self.depths))]
+        hw = to_pair(img_size)
+        return [ceil_grid(hw, self.stem_stride * 2 ** max(s - 1, 0)) for s in range(len(self.depths))]
 
     def mixers(self, img_size) -> tuple:
         """Per stage, the :class:`MixerSpec` cycle of its blocks (Window: unshifted then shifted)."""
@@ -127,19 +128,21 @@ class AbsolutePositionMixer(nn.Module):
         self.pos = LearnedPositionEmbedding(grid, dim) if kind == "absolute" else SinCosPositionEmbedding(dim)
         self.mixer = mixer
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """x ``(B, C, H, W)``; key_padding_mask ``(B, H, W)`` bool, passed to the attention mixer."""
         x = self.pos(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, C, H, W) + position
-        return self.mixer(x)
+        return self.mixer(x) if key_padding_mask is None else self.mixer(x, key_padding_mask=key_padding_mask)
 
 
 class AttnResNet(ResNet):
     """``forward(x (B, 3, H, W))`` → logits ``(B, num_classes)``; ``forward_features`` → ``(B, C_last, h, w)``.
-    A :class:`~visionattn.models.resnet.ResNet` (same head, stage maps and classifier) with its own stem and
+    A :class:`~visionattn.models.families.resnet.ResNet` (same head, stage maps and classifier) with its own stem and
     mixers; only the construction differs."""
 
     def __init__(self, spec: AttnResNetSpec, num_classes: int = 1000, img_size=32):
         Backbone.__init__(self)  # ResNet.__init__ builds from a ResNetSpec; the parts are built here
-        self.spec, self.img_size, self._in_chans = spec, _pair(img_size), 3
+        self.spec, self.img_size, self._in_chans = spec, to_pair(img_size), 3
+        self.stem_reduction = spec.stem_stride
         if spec.stem_stride == 4:
             self.stem = make_stem("resnet", spec.stem_width)
         else:
@@ -157,7 +160,7 @@ class AttnResNet(ResNet):
             for s, stage in enumerate(self.stages):
                 grid = spec.stage_grids(img_size)[s]
                 for i, block in enumerate(stage):
-                    g = grid if i == 0 else (_grid(self.img_size, self.feature_info[s].reduction))
+                    g = grid if i == 0 else (ceil_grid(self.img_size, self.feature_info[s].reduction))
                     block.mixer = AbsolutePositionMixer(block.mixer, spec.position, g, block.conv1.out_channels)
         self.num_features = spec.widths[-1]
         self.head_drop = nn.Dropout(resnet_spec.drop_rate)

@@ -23,11 +23,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...layers.absolute import LearnedPositionEmbedding, SinCosPositionEmbedding
+from ...layers.drop import drop_path_rates
 from ...layers.embed import PatchEmbed
+from ...layers.padding import downsample_mask
 from ...layers.transformer import TransformerBlock
 from ...ops.patterns import Global
 from ..backbone import Backbone, FeatureInfo
 from ..registry import Preset, register
+from ..sizes import to_pair
 from ..taxonomy import Taxonomy
 
 POOLS = ("token", "avg")
@@ -89,10 +92,6 @@ class VitSpec:
         return int(self.class_token) + int(self.distilled)
 
 
-def _pair(size) -> tuple[int, int]:
-    return (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
-
-
 class VisionTransformer(Backbone):
     """ViT / DeiT backbone. Images ``(B, 3, H, W)`` with H, W multiples of ``spec.patch``.
 
@@ -107,16 +106,24 @@ class VisionTransformer(Backbone):
       for hard distillation come from :meth:`forward_distill`.
 
     ``num_classes=0`` makes the head an Identity: ``forward`` returns pooled features ``(B, C)``.
+
+    Any input whose sides are multiples of the patch runs (the learned position table is interpolated). A padding
+    mask ``(B, H, W)`` marks patches that are all padding as keys never attended (prefix tokens never are), and
+    fits each image's position embedding to its content extent, so an image padded at the right/bottom gives
+    the features it gives alone (up to rounding) at its content tokens.
     """
+
+    classifier_names = ("head", "head_dist")
 
     def __init__(self, spec: VitSpec, num_classes: int = 1000, img_size: int | tuple[int, int] = 224):
         super().__init__()
         self.spec = spec
-        self.img_size = _pair(img_size)
+        self.img_size = to_pair(img_size)
         if any(s % spec.patch for s in self.img_size):
             raise ValueError(
                 f"VisionTransformer: img_size {self.img_size} is not a multiple of the patch size {spec.patch}"
             )
+        self.stem_reduction = spec.patch
         self.grid = tuple(s // spec.patch for s in self.img_size)  # (H/p, W/p) of the trained resolution
         C = self.num_features = self.embed_dim = spec.dim
         self.num_prefix_tokens = spec.num_prefix_tokens
@@ -133,7 +140,7 @@ class VisionTransformer(Backbone):
             self.pos_embed = SinCosPositionEmbedding(C) if spec.pos_embed == "sincos" else nn.Identity()
             self.prefix_pos = None
 
-        rates = torch.linspace(0, spec.drop_path, spec.depth).tolist()  # stochastic depth decay rule
+        rates = drop_path_rates(spec.drop_path, spec.depth)
         self.stages = nn.ModuleList(
             TransformerBlock(C, spec.heads, Global(), mlp_ratio=spec.mlp_ratio, qkv_bias=spec.qkv_bias,
                              drop_path=rate, proj_drop=spec.drop_rate, layer_scale=spec.layer_scale,
@@ -188,8 +195,9 @@ class VisionTransformer(Backbone):
         return {n for n, _ in self.named_parameters() if n in names}
 
     # -- Backbone contract ----------------------------------------------------------------------------
-    def forward_stem(self, x: Tensor) -> Tensor:
-        """Images ``(B, 3, H, W)`` → tokens ``(B, prefix + H/p · W/p, C)``."""
+    def forward_stem(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        """Images ``(B, 3, H, W)`` → tokens ``(B, prefix + H/p · W/p, C)``. ``padding_mask`` ``(B, H, W)``: the
+        learned position embedding is fitted to each image's content (see the class docstring)."""
         p = self.spec.patch
         if x.shape[-2] % p or x.shape[-1] % p:
             raise ValueError(
@@ -199,7 +207,11 @@ class VisionTransformer(Backbone):
         x = self.patch_embed(x)  # (B, H/p, W/p, C)
         B, h, w, C = x.shape
         self._last_grid = (h, w)  # stage_map reshapes the patch tokens back to this grid
-        x = self.pos_embed(x).reshape(B, h * w, C)  # (B, N, C)
+        if padding_mask is not None and isinstance(self.pos_embed, LearnedPositionEmbedding):
+            x = self.pos_embed(x, padding_mask=downsample_mask(padding_mask, p))  # (B, h, w, C)
+        else:
+            x = self.pos_embed(x)  # (B, h, w, C)
+        x = x.reshape(B, h * w, C)  # (B, N, C)
         prefix = [t for t in (self.cls_token, self.dist_token) if t is not None]
         if not prefix:
             return x
@@ -207,6 +219,13 @@ class VisionTransformer(Backbone):
         if self.prefix_pos is not None:
             tokens = tokens + self.prefix_pos
         return torch.cat([tokens.expand(B, -1, -1).to(x.dtype), x], dim=1)  # (B, prefix + N, C)
+
+    def stage_padding_masks(self, padding_mask: Tensor) -> list[Tensor]:
+        """Every block gets ``(B, prefix + N)``: the prefix tokens, then each patch (padding iff all padding)."""
+        patches = downsample_mask(padding_mask, self.spec.patch).flatten(1)  # (B, N)
+        prefix = patches.new_zeros(patches.shape[0], self.num_prefix_tokens)  # (B, prefix): never padding
+        mask = torch.cat([prefix, patches], dim=1)  # (B, prefix + N)
+        return [mask] * len(self.stages)
 
     def stage_map(self, state: Tensor, index: int) -> Tensor:
         """Tokens ``(B, prefix + N, C)`` → the patch tokens as a map ``(B, C, H/p, W/p)`` (prefix dropped)."""
@@ -286,11 +305,11 @@ _SIZES = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}  # dim, heads;
 
 
 def _vit(name: str, size: str, patch: int = 16, paper: str = "", img_size: int = 224, tiny: bool = False,
-         num_classes: int = 1000, **fields) -> Preset:
+         num_classes: int = 1000, timm_twin: str = "", **fields) -> Preset:
     dim, heads = _SIZES[size] if size in _SIZES else (None, None)
     spec = VitSpec(patch=patch, dim=fields.pop("dim", dim), heads=fields.pop("heads", heads), **fields)
     return register(Preset(name, VisionTransformer, spec, VIT_TAXONOMY, img_size=img_size, tiny=tiny, paper=paper,
-                           num_classes=num_classes))
+                           num_classes=num_classes, timm_twin=timm_twin))
 
 
 _VIT = "ViT (Dosovitskiy et al. 2021)"
@@ -298,13 +317,17 @@ _DEIT = "DeiT (Touvron et al. 2021)"
 _DEIT_D = "DeiT, distillation token (Touvron et al. 2021)"
 _DINO = "DINO self-supervised ViT backbone (Caron et al. 2021); no head by default"
 
+# timm twins: the same name (timm's default pretrained tag); DINO backbones are timm's '.dino' tags, and timm's
+# only published vit_small_patch8_224 weights are DINO's (no head: ours stays initialised).
 for _size in ("tiny", "small", "base"):
-    _vit(f"vit_{_size}_patch16_224", _size, paper=_VIT)
-    _vit(f"deit_{_size}_patch16_224", _size, paper=_DEIT)
-    _vit(f"deit_{_size}_distilled_patch16_224", _size, paper=_DEIT_D, distilled=True)
+    _vit(f"vit_{_size}_patch16_224", _size, paper=_VIT, timm_twin=f"vit_{_size}_patch16_224")
+    _vit(f"deit_{_size}_patch16_224", _size, paper=_DEIT, timm_twin=f"deit_{_size}_patch16_224")
+    _vit(f"deit_{_size}_distilled_patch16_224", _size, paper=_DEIT_D, distilled=True,
+         timm_twin=f"deit_{_size}_distilled_patch16_224")
 for _size in ("small", "base"):
-    _vit(f"vit_{_size}_patch8_224", _size, patch=8, paper=_VIT)
-    _vit(f"dino_vit_{_size}_patch16", _size, paper=_DINO, num_classes=0)
+    _vit(f"vit_{_size}_patch8_224", _size, patch=8, paper=_VIT,
+         timm_twin="vit_small_patch8_224.dino" if _size == "small" else "vit_base_patch8_224")
+    _vit(f"dino_vit_{_size}_patch16", _size, paper=_DINO, num_classes=0, timm_twin=f"vit_{_size}_patch16_224.dino")
 
 _vit("vit_tiny_test", "test", patch=8, img_size=32, tiny=True, dim=32, depth=2, heads=2, paper="test variant")
 _vit("deit_tiny_distilled_test", "test", patch=8, img_size=32, tiny=True, dim=32, depth=2, heads=2, distilled=True,
