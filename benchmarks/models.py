@@ -60,7 +60,7 @@ PAIRS = (
     Pair("swin", "Swin-T", "swin_tiny_patch4_window7_224", "swin_tiny_patch4_window7_224", 224, 1.3),
     Pair("halo", "HaloNet-H0", "halonet_h0", "halonet_h1", 256, 1.3,
          "timm has no H0; halonet_h1 is its fully attentional HaloNet (every 3x3 is halo attention), like ours"),
-    Pair("halo26", "HaloNet-26t", "halonet_tiny", "halonet26t", 256, 1.3,
+    Pair("halo26", "HaloNet-26t", "halonet26t", "halonet26t", 256, 1.3,
          "same layout as timm halonet26t (halo attention in stages 3-4), halo 3 vs timm's 2"),
     Pair("botnet", "BoTNet-26", "botnet26", "botnet26t_256", 256, None,
          "timm's botnet26t_256 has a tiered stem; ours a ResNet stem"),
