@@ -57,6 +57,7 @@ class Backbone(nn.Module):
     num_classes: int
     stages: nn.ModuleList
     input_kind: ClassVar[str] = "image"  # "image" | "video" | "tokens": see visionattn.models.inputs
+    input_multiple: int = 1  # input sides must be multiples of this (ViT/Swin: the patch); pad batches to it
     classifier_names: ClassVar[tuple[str, ...]] = ("head",)  # classifier modules (re-initialised by pretrained=True
     # when the checkpoint's class count differs)
 

@@ -149,6 +149,7 @@ class CoAtNet(Backbone):
         self.img_size = to_pair(img_size)
         self.stride = 2 ** (len(spec.dims) + 1)
         self.stem_reduction = 2
+        self.input_multiple = self.stride
         self._check_size(*self.img_size, what="img_size")
         self.stem = nn.Sequential(
             nn.Conv2d(3, spec.stem_dim, 3, stride=2, padding=1),

@@ -9,7 +9,11 @@ Any input whose sides are multiples of the patch runs (detection-style): a stage
 divide is padded to whole windows *inside the operator*, and the padding is masked (never attended, never
 averaged in — timm and Swin v1 attend to zero padding instead, so results differ from theirs only at sizes the
 window does not divide); a stage grid smaller than the window uses the whole grid as the window, unshifted (as
-timm); an odd grid is zero-padded before patch merging (as timm). At the built ``img_size`` nothing changes.
+timm); an odd grid is zero-padded before patch merging (as timm). Windows follow timm's ``set_input_size`` with a
+fixed window, so logits equal timm's wherever every stage grid is a multiple of the window built for it; a window
+larger than the built one interpolates the relative table (as timm), a smaller one uses the table's centre (exact;
+timm interpolates).
+At the built ``img_size`` nothing changes.
 """
 
 from __future__ import annotations
@@ -62,9 +66,8 @@ class SwinSpec:
 def stage_window(window: int, grid: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
     """Per-axis (window, shift) of a stage on ``grid`` (Swin/timm): an axis no longer than the window gets
     ``window = length`` and no shift; otherwise ``window`` and ``shift = window // 2``."""
-    (h, w) = grid
-    size = (min(window, h), min(window, w))
-    shift = (0 if h <= window else window // 2, 0 if w <= window else window // 2)
+    size = tuple(min(window, n) for n in grid)
+    shift = tuple(s // 2 if n > s else 0 for s, n in zip(size, grid, strict=True))
     return size, shift
 
 
@@ -72,40 +75,34 @@ def _as_pattern_arg(pair: tuple[int, ...]) -> int | tuple[int, ...]:
     return pair[0] if all(p == pair[0] for p in pair) else tuple(pair)
 
 
-def _per_axis(value, dims: int) -> tuple[int, ...]:
-    return tuple(value) if isinstance(value, tuple) else (value,) * dims
-
-
-def fit_window(pattern: Window, grid: tuple[int, ...]) -> Window:
-    """The block's built ``Window`` on this call's ``grid``: an axis no longer than the window becomes one whole
-    window, unshifted (timm's rule); other axes keep the built size and shift (a grid the window does not divide
-    is padded to whole windows inside the operator, the padding masked)."""
-    dims = len(grid)
-    sizes, shifts = _per_axis(pattern.size, dims), _per_axis(pattern.shift, dims)
-    size = tuple(min(s, n) for s, n in zip(sizes, grid, strict=True))
-    shift = tuple(sh if n > s else 0 for sh, s, n in zip(shifts, size, grid, strict=True))
-    if size == sizes and shift == shifts:
-        return pattern
+def fit_window(window: int, shifted: bool, grid: tuple[int, ...]) -> Window:
+    """The ``Window`` pattern of a block on ``grid`` (timm's rule, applied at every call): per axis the window is
+    ``min(window, length)``; shifted blocks shift by half of it where the axis is longer than the window, others
+    (and axes that are one whole window) do not shift. A grid the window does not divide is padded to whole
+    windows inside the operator, the padding masked."""
+    size, shift = stage_window(window, grid)
+    shift = shift if shifted else (0,) * len(grid)
     return Window(_as_pattern_arg(size), _as_pattern_arg(shift) if any(shift) else 0)
 
 
 class SwinStage(nn.Module):
     """``(B, H, W, in_dim)`` → ``(B, ceil(H/2), ceil(W/2), dim)`` (``downsample``) or ``(B, H, W, dim)``:
-    optional :class:`PatchMerging`, then Transformer blocks with regular (even index) and shifted (odd) windows,
-    each fitted to the grid it runs on (:func:`fit_window`)."""
+    optional :class:`PatchMerging`, then Transformer blocks with regular (even index) and shifted (odd) windows
+    fitted to the grid of each call (:func:`fit_window`). Relative tables are sized for the windows at the built
+    grid; a larger window at another input size interpolates them, a smaller one uses their centre."""
 
-    def __init__(self, in_dim: int, dim: int, depth: int, heads: int, size: tuple[int, int],
-                 shift: tuple[int, int], downsample: bool, drop_path: list[float], spec: SwinSpec):
+    def __init__(self, in_dim: int, dim: int, depth: int, heads: int, grid: tuple[int, int], downsample: bool,
+                 drop_path: list[float], spec: SwinSpec):
         super().__init__()
         self.downsample = PatchMerging(in_dim, dim, spec.norm_eps) if downsample else nn.Identity()
-        self.window = size
-        blocks = []
-        for j in range(depth):
-            pattern = Window(_as_pattern_arg(size), _as_pattern_arg(shift) if j % 2 else 0)
-            blocks.append(TransformerBlock(dim, heads, pattern=pattern, position="rel_bias", mlp_ratio=spec.mlp_ratio,
-                                           qkv_bias=spec.qkv_bias, drop_path=drop_path[j], norm_eps=spec.norm_eps,
-                                           backend=spec.backend, dims=2))
-        self.blocks = nn.Sequential(*blocks)
+        self.window_target = spec.window
+        self.window = stage_window(spec.window, grid)[0]  # at the built grid
+        self.blocks = nn.Sequential(*[
+            TransformerBlock(dim, heads, pattern=fit_window(spec.window, j % 2 == 1, grid), position="rel_bias",
+                             mlp_ratio=spec.mlp_ratio, qkv_bias=spec.qkv_bias, drop_path=drop_path[j],
+                             norm_eps=spec.norm_eps, backend=spec.backend, dims=2, resize_position=True)
+            for j in range(depth)
+        ])
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         """x ``(B, H, W, in_dim)``; key_padding_mask ``(B, H, W)`` bool on the input grid (True = padding)."""
@@ -113,10 +110,10 @@ class SwinStage(nn.Module):
         grid = tuple(x.shape[1:3])
         if key_padding_mask is not None and tuple(key_padding_mask.shape[1:]) != grid:
             key_padding_mask = downsample_mask(key_padding_mask, 2)  # (B, H', W'): merged tokens
-        for block in self.blocks:
-            pattern = fit_window(block.attn.pattern, grid)
+        for j, block in enumerate(self.blocks):
+            pattern = fit_window(self.window_target, j % 2 == 1, grid)
             x = block(x, key_padding_mask=key_padding_mask,
-                      pattern=None if pattern is block.attn.pattern else pattern)  # (B, H', W', dim)
+                      pattern=None if pattern == block.attn.pattern else pattern)  # (B, H', W', dim)
         return x
 
 
@@ -134,7 +131,7 @@ class Swin(Backbone):
         super().__init__()
         self.spec = spec
         self.img_size = to_pair(img_size)
-        self.stem_reduction = spec.patch
+        self.stem_reduction = self.input_multiple = spec.patch
         check_multiple(self.img_size, spec.patch, "Swin", "img_size", f"patch {spec.patch}")
         grid = tuple(n // spec.patch for n in self.img_size)
         self.patch_embed = PatchEmbed(spec.patch, spec.embed_dim, norm=True, norm_eps=spec.norm_eps)
@@ -144,9 +141,8 @@ class Swin(Backbone):
         for i, (depth, heads) in enumerate(zip(spec.depths, spec.heads, strict=True)):
             dim = spec.embed_dim * 2**i
             stage_grid = tuple(-(-n // 2**i) for n in grid)  # ceil: odd grids are padded before merging
-            size, shift = stage_window(spec.window, stage_grid)
             first = sum(spec.depths[:i])
-            stages.append(SwinStage(in_dim, dim, depth, heads, size, shift, downsample=i > 0,
+            stages.append(SwinStage(in_dim, dim, depth, heads, stage_grid, downsample=i > 0,
                                     drop_path=rates[first:first + depth], spec=spec))
             self.feature_info.append(FeatureInfo(dim, spec.patch * 2**i, f"stages.{i}"))
             in_dim = dim

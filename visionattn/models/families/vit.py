@@ -123,7 +123,7 @@ class VisionTransformer(Backbone):
             raise ValueError(
                 f"VisionTransformer: img_size {self.img_size} is not a multiple of the patch size {spec.patch}"
             )
-        self.stem_reduction = spec.patch
+        self.stem_reduction = self.input_multiple = spec.patch
         self.grid = tuple(s // spec.patch for s in self.img_size)  # (H/p, W/p) of the trained resolution
         C = self.num_features = self.embed_dim = spec.dim
         self.num_prefix_tokens = spec.num_prefix_tokens
