@@ -103,8 +103,8 @@ class RotaryEmbedding(nn.Module):
     def descriptor(self) -> Rope:
         if self.learnable:
             return Rope(self.freqs.float())
-        # recomputed so a .half() module still rotates with exact float32 frequencies
-        return Rope(rope_frequencies(self.head_dim, self.dims, self.theta).to(self.freqs.device))
+        # recomputed, on the buffer's device (no host copy), so a .half() module still rotates with exact float32
+        return Rope(rope_frequencies(self.head_dim, self.dims, self.theta, device=self.freqs.device))
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, dims={self.dims}, theta={self.theta}, learnable={self.learnable}"

@@ -1,12 +1,26 @@
-"""The universal mixing operator: ``attention(q, k, v, pattern, position=, form=, backend=)``."""
+"""The universal mixing operator: ``attention(q, k, v, pattern, position=, form=, backend=)``.
+
+Public names only: code outside ``ops`` (layers, models, analysis, experiments) imports from here, never from
+``ops.backends``, ``ops.call`` or ``ops.dispatch``.
+"""
 
 from .backends import BACKENDS, neighborhood_tile
-from .dispatch import BackendUnavailable, attention, choose_backend, intercept_attention, observe_attention
+from .call import AttentionCall
+from .dispatch import (
+    BackendUnavailable,
+    attention,
+    choose_backend,
+    intercept_attention,
+    observe_attention,
+    prepare_call,
+)
 from .patterns import Axial, Global, Graph, Halo, Neighborhood, Pattern, Strided, Window, axial_patterns
 from .position import RelativeBias, RelativeLogits, Rope, rope_frequencies
+from .probs import attention_probs, feature_map
 
 __all__ = [
     "BACKENDS",
+    "AttentionCall",
     "Axial",
     "BackendUnavailable",
     "Global",
@@ -20,10 +34,13 @@ __all__ = [
     "Strided",
     "Window",
     "attention",
+    "attention_probs",
     "axial_patterns",
     "choose_backend",
+    "feature_map",
     "intercept_attention",
     "neighborhood_tile",
     "observe_attention",
+    "prepare_call",
     "rope_frequencies",
 ]

@@ -15,12 +15,16 @@ from torch import Tensor
 
 from .patterns import Grid, Pattern
 from .position import Position, RelativeBias, RelativeLogits, Rope
+from .static import static_shape
 
 FORMS = ("softmax", "linear")
 
 
 @dataclass(frozen=True, eq=False)
 class AttentionCall:
+    """One validated operator call (what backends, interceptors and observers receive). Grids are Python ints even
+    under ``torch.compile`` with dynamic shapes (specialised), since plans are built per grid."""
+
     q: Tensor
     k: Tensor
     v: Tensor
@@ -32,11 +36,11 @@ class AttentionCall:
 
     @property
     def q_grid(self) -> Grid:
-        return tuple(self.q.shape[1:-2])
+        return static_shape(self.q.shape[1:-2])
 
     @property
     def kv_grid(self) -> Grid:
-        return tuple(self.k.shape[1:-2])
+        return static_shape(self.k.shape[1:-2])
 
     @property
     def heads(self) -> int:
@@ -81,7 +85,7 @@ def make_call(q, k, v, pattern, position, form, scale, key_padding_mask) -> Atte
         raise ValueError(f"head_dim mismatch: q has {q.shape[-1]}, k has {k.shape[-1]} (q·k needs equal sizes)")
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-    q_grid, kv_grid = tuple(q.shape[1:-2]), tuple(k.shape[1:-2])
+    q_grid, kv_grid = static_shape(q.shape[1:-2]), static_shape(k.shape[1:-2])
     pattern.check(q_grid, kv_grid)
     if key_padding_mask is not None:
         if not isinstance(key_padding_mask, Tensor):
@@ -102,6 +106,15 @@ def make_call(q, k, v, pattern, position, form, scale, key_padding_mask) -> Atte
 def _check_position(position, pattern: Pattern, q: Tensor, kv_grid: Grid) -> None:
     if position is None:
         return
+    if isinstance(position, (RelativeBias, RelativeLogits, Rope)):
+        for t in position.tensors():
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{type(position).__name__} must hold tensors, got {type(t).__name__}")
+            if t.device != q.device:
+                raise ValueError(
+                    f"{type(position).__name__} tensors must be on the device of q, k, v: expected {q.device}, "
+                    f"got {t.device} (move the position table or module there, e.g. model.to({str(q.device)!r}))"
+                )
     dims, heads, head_dim = len(kv_grid), q.shape[-2], q.shape[-1]
     if isinstance(position, Rope):
         expected = (dims, head_dim // (2 * dims))

@@ -84,6 +84,23 @@ def attention(
     return out
 
 
+def prepare_call(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    pattern: Pattern,
+    *,
+    position: Position = None,
+    form: str = "softmax",
+    scale: float | None = None,
+    key_padding_mask: Tensor | None = None,
+) -> AttentionCall:
+    """The validated, prepared :class:`AttentionCall` that :func:`attention` would hand its backend (arguments as
+    :func:`attention`; RoPE applied to q and k, padded entities zeroed). Pass it to
+    :func:`visionattn.ops.attention_probs` for the attention probabilities of the call."""
+    return _prepare(make_call(q, k, v, pattern, position, form, scale, key_padding_mask))
+
+
 def _prepare(call: AttentionCall) -> AttentionCall:
     """Rotary positions and key padding act on the inputs, identically for every backend."""
     q, k, v = call.q, call.k, call.v
@@ -93,9 +110,9 @@ def _prepare(call: AttentionCall) -> AttentionCall:
         if call.q_grid == call.kv_grid:  # self-attention: padded queries carry no signal either
             q = torch.where(keep, q, 0.0)
     if isinstance(call.position, Rope):
-        pattern = call.pattern
-        q = call.position.rotate(q, tuple(pattern.query_coords(a, n).to(q.device) for a, n in enumerate(call.q_grid)))
-        k = call.position.rotate(k, tuple(torch.arange(n, device=k.device) for n in call.kv_grid))
+        pattern, device = call.pattern, q.device
+        q = call.position.rotate(q, tuple(pattern.query_coords(a, n, device=device) for a, n in enumerate(call.q_grid)))
+        k = call.position.rotate(k, tuple(torch.arange(n, device=device) for n in call.kv_grid))
     if q is call.q and k is call.k and v is call.v:
         return call
     return AttentionCall(q, k, v, call.pattern, call.position, call.form, call.scale, call.key_padding_mask)

@@ -15,13 +15,14 @@ differs for strided Halo attention (queries subsampled) and for Global cross-att
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import Tensor
+
+from .static import trace_constant
 
 Grid = tuple[int, ...]
 
@@ -44,6 +45,11 @@ class AxisTiling:
 def _mark_outside(index: Tensor, length: int) -> Tensor:
     """Replace indices outside ``[0, length)`` by -1."""
     return torch.where((index >= 0) & (index < length), index, torch.full_like(index, -1))
+
+
+def _ones(qi: Tensor, kj: Tensor) -> Tensor:
+    """All-True bool of ``qi`` and ``kj`` broadcast together, on their device."""
+    return torch.ones(torch.broadcast_shapes(qi.shape, kj.shape), dtype=torch.bool, device=qi.device)
 
 
 def _whole_axis(q_len: int, kv_len: int) -> AxisTiling:
@@ -88,32 +94,39 @@ class Pattern:
         """Query tiles and key boxes for the blocked backend; ``tile`` is a size hint (Neighborhood)."""
         raise NotImplementedError
 
-    def query_coords(self, axis: int, q_len: int) -> Tensor:
-        """Position of each query on the key grid along ``axis`` (int64); used for relative offsets."""
-        return torch.arange(q_len)
+    def query_coords(self, axis: int, q_len: int, device: torch.device | str | None = None) -> Tensor:
+        """Position of each query on the key grid along ``axis`` (int64 ``(q_len,)`` on ``device``, default CPU);
+        used for relative offsets."""
+        return torch.arange(q_len, device=device)
 
     # -- derived, shared by every pattern ---------------------------------------------------------
-    def mask(self, kv_grid: Grid, q_grid: Grid | None = None) -> Tensor:
-        """Dense ``(N_q, N_k)`` bool mask on raster-flattened grids: the spec every backend must match."""
+    def mask(self, kv_grid: Grid, q_grid: Grid | None = None, device: torch.device | str | None = None) -> Tensor:
+        """Dense ``(N_q, N_k)`` bool mask on raster-flattened grids: the spec every backend must match. Built on
+        ``device`` (default CPU) from the per-axis rules, with no host synchronisation."""
         q_grid = tuple(self.query_grid(kv_grid) if q_grid is None else q_grid)
-        full = torch.ones((), dtype=torch.bool)
+        full = torch.ones((), dtype=torch.bool, device=device)
         for axis, (lq, lk) in enumerate(zip(q_grid, kv_grid, strict=True)):
-            one = self.axis_allowed(axis, torch.arange(lq)[:, None], torch.arange(lk)[None, :], lq, lk)
+            qi, kj = torch.arange(lq, device=device)[:, None], torch.arange(lk, device=device)[None, :]
+            one = self.axis_allowed(axis, qi, kj, lq, lk)  # (L_q, L_k)
             # full: (q_0..q_{a-1}, k_0..k_{a-1}) -> add axis a to both sides
             full = full.unsqueeze(axis).unsqueeze(-1) & _place(one, axis, len(kv_grid))
         return full.reshape(math.prod(q_grid), math.prod(kv_grid))
 
-    def mask_rows(self, kv_grid: Grid, q_grid: Grid, rows: Tensor) -> Tensor:
-        """Rows of :meth:`mask` for the raster-flattened query indices ``rows`` ``(Q,)``: bool ``(Q, N_k)``,
-        equal to ``mask(kv_grid, q_grid)[rows]`` without building the ``(N_q, N_k)`` mask for separable patterns
-        (their 1D rules are combined axis by axis on the rows' coordinates)."""
-        rows = rows.cpu()
+    def mask_rows(self, kv_grid: Grid, q_grid: Grid, rows: Tensor,
+                  device: torch.device | str | None = None) -> Tensor:
+        """Rows of :meth:`mask` for the raster-flattened query indices ``rows`` ``(Q,)``: bool ``(Q, N_k)`` on
+        ``device`` (default: ``rows``' device), equal to ``mask(kv_grid, q_grid)[rows]`` without building the
+        ``(N_q, N_k)`` mask for separable patterns (their 1D rules are combined axis by axis on the rows'
+        coordinates)."""
+        device = rows.device if device is None else device
+        rows = rows.to(device)
         if not self.separable:
-            return self.mask(kv_grid, q_grid)[rows]
+            return self.mask(kv_grid, q_grid, device=device)[rows]
         qi = torch.unravel_index(rows, tuple(q_grid))  # one (Q,) index vector per axis
-        out = torch.ones(len(rows), 1, dtype=torch.bool)
+        out = torch.ones(len(rows), 1, dtype=torch.bool, device=device)
         for axis, (lq, lk) in enumerate(zip(q_grid, kv_grid, strict=True)):
-            one = self.axis_allowed(axis, qi[axis][:, None], torch.arange(lk)[None, :], lq, lk)  # (Q, L_k)
+            kj = torch.arange(lk, device=device)[None, :]
+            one = self.axis_allowed(axis, qi[axis][:, None], kj, lq, lk)  # (Q, L_k)
             out = (out[:, :, None] & one.expand(len(rows), lk)[:, None, :]).reshape(len(rows), -1)
         return out
 
@@ -138,7 +151,7 @@ class Pattern:
         return tuple(int(x) for x in delta.amax(dim=(0, 1)))
 
 
-@functools.lru_cache(maxsize=512)
+@trace_constant(maxsize=512)
 def _max_offset(pattern: Pattern, kv_grid: Grid) -> tuple[int, ...]:
     return pattern._max_offset(kv_grid)
 
@@ -169,12 +182,12 @@ class Global(Pattern):
         if len(q_grid) != len(kv_grid):
             raise ValueError(f"Global(): query grid {q_grid} and key grid {kv_grid} must have the same dims")
 
-    def mask(self, kv_grid: Grid, q_grid: Grid | None = None) -> Tensor:
+    def mask(self, kv_grid: Grid, q_grid: Grid | None = None, device: torch.device | str | None = None) -> Tensor:
         q_grid = kv_grid if q_grid is None else q_grid
-        return torch.ones(math.prod(q_grid), math.prod(kv_grid), dtype=torch.bool)
+        return torch.ones(math.prod(q_grid), math.prod(kv_grid), dtype=torch.bool, device=device)
 
     def axis_allowed(self, axis, qi, kj, q_len, kv_len):
-        return torch.ones(torch.broadcast_shapes(qi.shape, kj.shape), dtype=torch.bool)
+        return _ones(qi, kj)
 
     def axis_tiling(self, axis, q_len, kv_len, tile):
         return _whole_axis(q_len, kv_len)
@@ -284,8 +297,8 @@ class Halo(Pattern):
     def query_grid(self, kv_grid):
         return tuple(-(-n // self.stride) for n in kv_grid)
 
-    def query_coords(self, axis, q_len):
-        return torch.arange(q_len) * self.stride
+    def query_coords(self, axis, q_len, device=None):
+        return torch.arange(q_len, device=device) * self.stride
 
     def axis_allowed(self, axis, qi, kj, q_len, kv_len):
         b = _per_axis(self.block, axis)
@@ -360,7 +373,7 @@ class Axial(Pattern):
 
     def axis_allowed(self, axis, qi, kj, q_len, kv_len):
         if axis == self.axis:
-            return torch.ones(torch.broadcast_shapes(qi.shape, kj.shape), dtype=torch.bool)
+            return _ones(qi, kj)
         return qi == kj
 
     def axis_tiling(self, axis, q_len, kv_len, tile):
@@ -392,11 +405,12 @@ class Strided(Pattern):
         if self.local < 1 or self.stride < 1:
             raise ValueError(f"Strided needs local ≥ 1 and stride ≥ 1, got {self}")
 
-    def mask(self, kv_grid, q_grid=None):
-        return self.mask_rows(kv_grid, kv_grid, torch.arange(math.prod(kv_grid)))
+    def mask(self, kv_grid, q_grid=None, device=None):
+        return self.mask_rows(kv_grid, kv_grid, torch.arange(math.prod(kv_grid), device=device))
 
-    def mask_rows(self, kv_grid, q_grid, rows):
-        i, j = rows.cpu()[:, None], torch.arange(math.prod(kv_grid))[None, :]
+    def mask_rows(self, kv_grid, q_grid, rows, device=None):
+        rows = rows if device is None else rows.to(device)
+        i, j = rows[:, None], torch.arange(math.prod(kv_grid), device=rows.device)[None, :]
         allowed = ((i - j).abs() < self.local) | ((i - j) % self.stride == 0)
         return allowed & (j <= i) if self.causal else allowed
 
@@ -406,14 +420,24 @@ class Graph(Pattern):
     """Arbitrary sets and graphs: query ``i`` sees key ``j`` iff the edge ``(i, j)`` exists.
 
     ``edges``: ``(E, 2)`` int64 of (query, key) index pairs on the raster-flattened grid, or a dense
-    ``(N, N)`` bool adjacency. ``self_loops`` adds ``(i, i)``. A query with no edge outputs zeros."""
+    ``(N, N)`` bool adjacency, on any device. ``self_loops`` adds ``(i, i)``. A query with no edge outputs zeros.
+
+    The edges are checked once per token count (reading their range back from the device once); after that the
+    adjacency of each ``(N, device)`` is built once, on that device, and kept: per call there is no host sync and
+    no copy. Do not modify ``edges`` in place after the first call."""
 
     edges: Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.long))
     self_loops: bool = True
     separable: ClassVar[bool] = False
 
-    def adjacency(self, n: int) -> Tensor:
-        """Dense ``(n, n)`` bool adjacency; raises ``ValueError`` on bad edges."""
+    def __post_init__(self):
+        object.__setattr__(self, "_checked", set())  # token counts whose edges passed the checks
+        object.__setattr__(self, "_adjacency", {})  # (n, device) -> (n, n) bool on that device
+
+    def _check_edges(self, n: int) -> None:
+        """Raise ``TypeError``/``ValueError`` (expected vs got) unless the edges fit ``n`` tokens; once per n."""
+        if n in self._checked:
+            return
         edges = self.edges
         if not isinstance(edges, torch.Tensor) or edges.dtype not in (torch.bool, torch.int32, torch.int64):
             got = edges.dtype if isinstance(edges, torch.Tensor) else type(edges).__name__
@@ -421,26 +445,42 @@ class Graph(Pattern):
         if edges.dtype == torch.bool:
             if tuple(edges.shape) != (n, n):
                 raise ValueError(f"Graph adjacency must be ({n}, {n}) for {n} tokens, got {tuple(edges.shape)}")
-            adj = edges.clone()
         else:
             if edges.ndim != 2 or edges.shape[1] != 2:
                 raise ValueError(f"Graph edges must be (E, 2) int64 pairs, got shape {tuple(edges.shape)}")
-            if edges.numel() and (int(edges.min()) < 0 or int(edges.max()) >= n):
-                raise ValueError(
-                    f"Graph edges must index tokens in [0, {n}), got range [{int(edges.min())}, {int(edges.max())}]"
-                )
-            adj = torch.zeros(n, n, dtype=torch.bool)
-            adj[edges[:, 0].long().cpu(), edges[:, 1].long().cpu()] = True
+            if edges.numel():
+                low, high = (int(x) for x in torch.aminmax(edges))  # the one host sync, once per n
+                if low < 0 or high >= n:
+                    raise ValueError(f"Graph edges must index tokens in [0, {n}), got range [{low}, {high}]")
+        self._checked.add(n)
+
+    def adjacency(self, n: int, device: torch.device | str | None = None) -> Tensor:
+        """Dense ``(n, n)`` bool adjacency on ``device`` (default CPU); raises ``ValueError`` on bad edges. Built
+        on the device from the edges (no host sync) once per ``(n, device)``; the returned tensor is shared, so do
+        not modify it in place."""
+        self._check_edges(n)
+        device = torch.device("cpu") if device is None else torch.device(device)
+        key = (n, str(device))
+        adj = self._adjacency.get(key)
+        if adj is not None:
+            return adj
+        edges = self.edges.to(device)
+        if edges.dtype == torch.bool:
+            adj = edges.clone()
+        else:
+            adj = torch.zeros(n, n, dtype=torch.bool, device=device)
+            adj[edges[:, 0].long(), edges[:, 1].long()] = True  # index_put on the device: no sync
         if self.self_loops:
-            adj |= torch.eye(n, dtype=torch.bool)
-        return adj.cpu()
+            adj |= torch.eye(n, dtype=torch.bool, device=device)
+        self._adjacency[key] = adj
+        return adj
 
     def check(self, q_grid, kv_grid):
         super().check(q_grid, kv_grid)
-        self.adjacency(math.prod(kv_grid))
+        self._check_edges(math.prod(kv_grid))
 
-    def mask(self, kv_grid, q_grid=None):
-        return self.adjacency(math.prod(kv_grid))
+    def mask(self, kv_grid, q_grid=None, device=None):
+        return self.adjacency(math.prod(kv_grid), device)
 
     def __repr__(self):
         return f"Graph(edges={tuple(self.edges.shape)}, self_loops={self.self_loops})"

@@ -31,6 +31,9 @@ class RelativeBias:
     def radius(self) -> tuple[int, ...]:
         return tuple((n - 1) // 2 for n in self.table.shape[1:])
 
+    def tensors(self) -> tuple[Tensor, ...]:
+        return (self.table,)
+
     def lookup(self, delta: Tensor) -> Tensor:
         """delta ``(..., D)`` int64 offsets → bias ``(heads, ...)``. Offsets beyond the table are clamped
         to its edge (the operator checks that allowed pairs never need that)."""
@@ -50,6 +53,9 @@ class RelativeLogits:
     def radius(self) -> tuple[int, ...]:
         return tuple((t.shape[0] - 1) // 2 for t in self.tables)
 
+    def tensors(self) -> tuple[Tensor, ...]:
+        return tuple(self.tables)
+
     @property
     def head_dim(self) -> int:
         return self.tables[0].shape[1]
@@ -64,8 +70,12 @@ class Rope:
 
     freqs: Tensor
 
+    def tensors(self) -> tuple[Tensor, ...]:
+        return (self.freqs,)
+
     def rotate(self, x: Tensor, coords: tuple[Tensor, ...]) -> Tensor:
-        """x ``(B, *grid, heads, head_dim)``; coords: one int64 position vector per grid axis."""
+        """x ``(B, *grid, heads, head_dim)``; coords: one int64 position vector ``(L_a,)`` per grid axis, on the
+        device of x and of ``freqs``."""
         dims = len(coords)
         group = x.shape[-1] // dims
         half = group // 2
@@ -81,11 +91,18 @@ class Rope:
         return torch.cat(out, dim=-1)
 
 
-def rope_frequencies(head_dim: int, dims: int, theta: float = 100.0) -> Tensor:
-    """Standard geometric frequencies ``theta^(-i/half)`` for each axis group: ``(dims, head_dim // (2 dims))``."""
+def rope_frequencies(head_dim: int, dims: int, theta: float = 100.0,
+                     device: torch.device | str | None = None) -> Tensor:
+    """Standard geometric frequencies ``theta^(-i/half)`` for each axis group: float32 ``(dims, head_dim // (2 dims))``
+    on ``device`` (default CPU; built there, no copy)."""
     half = head_dim // (2 * dims)
-    base = theta ** (-torch.arange(half, dtype=torch.float32) / max(half, 1))
+    base = theta ** (-torch.arange(half, dtype=torch.float32, device=device) / max(half, 1))
     return base[None].repeat(dims, 1)
 
 
 Position = RelativeBias | RelativeLogits | Rope | None
+
+
+def position_tensors(position: Position) -> tuple[Tensor, ...]:
+    """The tensors a position descriptor holds (tables or frequencies); ``()`` for None."""
+    return () if position is None else position.tensors()

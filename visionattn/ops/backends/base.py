@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-from torch import Tensor
+from ..probs import feature_map
+
+__all__ = ["Backend", "feature_map"]
 
 
 @dataclass(frozen=True)
@@ -16,8 +17,3 @@ class Backend:
     name: str
     run: Callable
     refuse: Callable
-
-
-def feature_map(x: Tensor) -> Tensor:
-    """Positive feature map of the linear form, φ(x) = elu(x) + 1 (Katharopoulos et al., 2020)."""
-    return F.elu(x) + 1.0

@@ -10,8 +10,14 @@ Key boxes in arithmetic progression (windows, halo blocks, centred neighborhoods
 copy (a single ``F.pad`` for every axis) + ``unfold``; other boxes (NATTEN's inward-shifted borders, dilation
 groups) gather clamped indices. Out-of-grid slots are masked either way, and the only padding values are zeros
 made here, so nothing leaks. Key padding masks are gathered like keys. Relative logits are folded into the dot
-product (fused kernel); a learnable relative bias goes through :mod:`.biased_sdpa` because fused SDPA gives its
-mask no gradient, and so does ``v_dim != head_dim`` (SDPA would take its slower math path).
+product (fused kernel; the widened head padded to the kernels' multiple of 8); on CPU a learnable relative bias goes
+through :mod:`.biased_sdpa` because fused CPU SDPA gives its mask no gradient, and so does ``v_dim != head_dim``
+(SDPA would take its slower math path); on CUDA both stay in SDPA (:mod:`.sdpa`: batch chunks below the grid limit,
+aligned masks).
+
+Plans (tilings, per-axis masks, gather indices) depend only on (pattern, grids, tile, device): they are built once,
+outside any compiled graph (:func:`visionattn.ops.static.trace_constant`), and a call reads no value back from the
+device, so ``torch.compile(fullgraph=True)`` traces the backend without a graph break.
 
 Without key padding the mask is the product of per-axis masks, so it is built as a sum of per-axis float
 (0 / -inf) masks, never as a cached ``(tiles, Tq, Tk)`` tensor. When no gradient is needed the tiles run in
@@ -24,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import itertools
 import math
 
@@ -33,10 +38,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..call import AttentionCall
-from ..patterns import AxisTiling, Pattern
-from ..position import RelativeBias, RelativeLogits
+from ..position import RelativeBias, RelativeLogits, position_tensors
 from .base import Backend
 from .biased_sdpa import biased_attention, masked_attention
+from .blocked_plan import Gather, Plan, axis_mask, bias_index, table_index
+from .blocked_plan import allowed as plan_allowed
+from .blocked_plan import plan as _plan
+from .sdpa import batch_mask, fused_bias_grad, fused_width, sdpa
 
 _TILE = contextvars.ContextVar("visionattn_blocked_tile", default=None)
 DEFAULT_TILE = {1: 64, 2: 8, 3: 4}  # query tile per axis for Neighborhood, by grid dims
@@ -55,150 +63,36 @@ def neighborhood_tile(size: int):
         _TILE.reset(token)
 
 
-class _Plan:
-    """Everything about a call that depends only on (pattern, grids, tile, device): cached."""
-
-    def __init__(self, pattern: Pattern, q_grid, kv_grid, tile: int, device: str):
-        dims = len(kv_grid)
-        self.tilings: list[AxisTiling] = [
-            pattern.axis_tiling(a, q_grid[a], kv_grid[a], tile) for a in range(dims)
-        ]
-        self.n = tuple(t.q_index.shape[0] for t in self.tilings)
-        self.tq = tuple(t.q_index.shape[1] for t in self.tilings)
-        self.tk = tuple(t.k_index.shape[1] for t in self.tilings)
-        q_valid = torch.ones((), dtype=torch.bool)
-        per_axis = []
-        self.deltas = []  # per axis (n_a, T_a, K_a) int64 key - query offsets
-        for a, t in enumerate(self.tilings):
-            qi, kj = t.q_index[:, :, None], t.k_index[:, None, :]
-            one = pattern.axis_allowed(a, qi.clamp_min(0), kj.clamp_min(0), q_grid[a], kv_grid[a])
-            per_axis.append(one & (qi >= 0) & (kj >= 0))
-            q_valid = q_valid & _spread((t.q_index >= 0), a, dims, 2)
-            coords = pattern.query_coords(a, q_grid[a])[t.q_index.clamp_min(0)]
-            self.deltas.append((t.k_index[:, None, :] - coords[:, :, None]).to(device))
-        n_tiles = math.prod(self.n)
-        self.per_axis = per_axis  # (n_a, T_a, K_a) bool: the 1D rule and both slots inside the grid
-        self.all_allowed = all(bool(one.all()) for one in per_axis)
-        self.q_valid = q_valid.reshape(n_tiles, 1, math.prod(self.tq), 1).to(device)
-        # Without key padding the mask is the product of the per-axis masks: a float 0 / -inf mask per axis
-        # (summed per chunk, never cached whole), has_key (nT | 1, 1, Tq | 1, 1) and whether a real query sees no
-        # key. A query slot without an allowed key along an axis keeps that axis' row finite (all 0), so every
-        # row of the summed mask has a finite entry (softmax stays finite; such queries output zeros).
-        self.axis_masks = [torch.zeros(one.shape).masked_fill_(~one & one.any(-1, keepdim=True), float("-inf"))
-                           .to(device) for one in per_axis]
-        has_key = functools.reduce(torch.logical_and, [_spread(one.any(-1), a, dims, 2)
-                                                       for a, one in enumerate(per_axis)])
-        self.has_key = (torch.ones(1, 1, 1, 1, dtype=torch.bool) if self.all_allowed
-                        else has_key.reshape(n_tiles, 1, math.prod(self.tq), 1)).to(device)
-        self.keyless = bool((~self.has_key & self.q_valid).any())
-        self.device = device
-        self.bias_index: dict[tuple[int, ...], Tensor] = {}  # relative-bias table index per table radius
-        self.q_gather = [_Gather.build(t.q_index, q_grid[a], device) for a, t in enumerate(self.tilings)]
-        self.k_gather = [_Gather.build(t.k_index, kv_grid[a], device) for a, t in enumerate(self.tilings)]
-        self.q_scatter = [_inverse(t.q_index, q_grid[a], device) for a, t in enumerate(self.tilings)]
-
-    @functools.cached_property
-    def allowed(self) -> Tensor:
-        """(nT, 1, Tq, Tk) bool, or (1, 1, 1, 1) when every pair is allowed (Global and friends never build the
-        (Tq, Tk) = N × N mask). Built on first use: key padding and learnable relative bias need it."""
-        if self.all_allowed:
-            return torch.ones(1, 1, 1, 1, dtype=torch.bool, device=self.device)
-        dims = len(self.per_axis)
-        allowed = functools.reduce(torch.logical_and, [_spread(one, a, dims, 3) for a, one in enumerate(self.per_axis)])
-        return allowed.reshape(math.prod(self.n), 1, math.prod(self.tq), math.prod(self.tk)).to(self.device)
-
-    def axis_mask(self, axes: list[slice], dtype: torch.dtype) -> Tensor:
-        """Additive mask ``(1, m, 1, Tq, Tk)`` (0 allowed, -inf not) of the tiles ``axes`` (one slice of tiles per
-        axis; m = their product), without key padding: the sum of the per-axis masks."""
-        dims = len(axes)
-        parts = [_spread(m[sl].to(dtype), a, dims, 3) for a, (m, sl) in enumerate(zip(self.axis_masks, axes,
-                                                                                       strict=True))]
-        return functools.reduce(torch.add, parts).reshape(1, -1, math.prod(self.tq), math.prod(self.tk))[:, :, None]
+def _gather(g: Gather, x: Tensor, dim: int, n: int, size: int) -> Tensor:
+    """Axis ``dim`` of x → ``n`` tiles, the tile axis of ``size`` appended last. x: already zero-padded along
+    ``dim`` by the window's padding (:func:`_tile_view` pads every axis at once)."""
+    if g.index is not None:
+        x = x.index_select(dim, g.index).unflatten(dim, (n, size))
+        return x.movedim(dim + 1, -1)
+    _, _, start, span, step = g.window
+    return x.narrow(dim, start, span).unfold(dim, size, step)  # (.., n, .., size) — a view
 
 
-def _spread(one: Tensor, axis: int, dims: int, groups: int) -> Tensor:
-    """Place a per-axis tensor of shape (n_a, T_a[, K_a]) into (n_0..n_D, T_0..T_D[, K_0..K_D])."""
-    shape = [1] * (groups * dims)
-    for g in range(groups):
-        shape[g * dims + axis] = one.shape[g]
-    return one.reshape(shape)
-
-
-class _Gather:
-    """Gather one axis of a tensor into tiles: the axis ``dim`` becomes ``n`` tiles and a tile axis ``T`` is
-    appended last. Boxes in arithmetic progression (windows, halo blocks, centred neighborhoods: every tile
-    starts ``step`` after the previous one) are a zero-pad + ``unfold`` view; anything else (NATTEN's inward
-    shifted borders, dilation groups) is an ``index_select`` of clamped indices."""
-
-    def __init__(self, index: Tensor | None, window: tuple[int, int, int, int, int] | None):
-        self.index, self.window = index, window  # window: (left pad, right pad, start, size, step)
-
-    @staticmethod
-    def build(index: Tensor, length: int, device: str) -> _Gather:
-        n, size = index.shape
-        valid = index >= 0
-        first = valid.int().argmax(dim=1)  # first in-grid slot of each tile (every tile has one)
-        starts = index.gather(1, first[:, None])[:, 0] - first  # where each box would start
-        step = int(starts[1] - starts[0]) if n > 1 else size
-        offset = int(starts[0])
-        expected = offset + torch.arange(n)[:, None] * step + torch.arange(size)[None]
-        expected = torch.where((expected >= 0) & (expected < length), expected, -1)
-        if step > 0 and bool(valid.any(dim=1).all()) and torch.equal(expected, index):
-            left, needed = max(0, -offset), offset + (n - 1) * step + size
-            return _Gather(None, (left, max(0, needed - length), offset + left, needed - offset, step))
-        return _Gather(index.reshape(-1).clamp_min(0).to(device), None)
-
-    def padding(self) -> list[int]:
-        """``[left, right]`` zeros this axis needs before :meth:`__call__` (none for an index gather)."""
-        return list(self.window[:2]) if self.window is not None else [0, 0]
-
-    def __call__(self, x: Tensor, dim: int, n: int, size: int) -> Tensor:
-        """x: already zero-padded by :meth:`padding` along ``dim`` (:func:`_tile_view` pads every axis at once)."""
-        if self.index is not None:
-            x = x.index_select(dim, self.index).unflatten(dim, (n, size))
-            return x.movedim(dim + 1, -1)
-        _, _, start, span, step = self.window
-        return x.narrow(dim, start, span).unfold(dim, size, step)  # (.., n, .., size) — a view
-
-
-def _inverse(index: Tensor, length: int, device: str) -> int | Tensor:
-    """Where each query ended up in the flattened tile layout: an offset when the queries sit there in order
-    (a ``narrow``), else an index tensor."""
-    flat = index.reshape(-1)
-    start = int((flat == 0).nonzero()[0])
-    if torch.equal(flat[start : start + length], torch.arange(length)):
-        return start
-    where = torch.empty(length, dtype=torch.long)
-    valid = flat >= 0
-    where[flat[valid]] = torch.arange(flat.numel())[valid]
-    return where.to(device)
-
-
-@functools.lru_cache(maxsize=128)
-def _plan(pattern: Pattern, q_grid, kv_grid, tile: int, device: str) -> _Plan:
-    return _Plan(pattern, q_grid, kv_grid, tile, device)
-
-
-def _tile_view(x: Tensor, gathers: list[_Gather], n, t) -> Tensor:
+def _tile_view(x: Tensor, gathers: list[Gather], n, t) -> Tensor:
     """(B, *grid, h, d) → (B, *n, h, *t, d): a strided view into one zero-padded copy of x (every windowed axis
     padded by a single ``F.pad``); axes gathered by index are copied along that axis."""
     dims = len(n)
-    pad = [p for gather in reversed(gathers) for p in gather.padding()]
+    pad = [p for g in reversed(gathers) for p in (g.window[:2] if g.window is not None else (0, 0))]
     if any(pad):
         x = F.pad(x, [0, 0, 0, 0, *pad])
-    for a, gather in enumerate(gathers):
-        x = gather(x, 1 + a, n[a], t[a])  # axis a → n_a tiles; its tile axis is appended last
+    for a, g in enumerate(gathers):
+        x = _gather(g, x, 1 + a, n[a], t[a])  # axis a → n_a tiles; its tile axis is appended last
     # x: (B, n0.., h, d, t0..)
     return x.permute(0, *range(1, dims + 1), dims + 1, *range(dims + 3, 2 * dims + 3), dims + 2)
 
 
-def _to_tiles(x: Tensor, gathers: list[_Gather], n, t) -> Tensor:
+def _to_tiles(x: Tensor, gathers: list[Gather], n, t) -> Tensor:
     """(B, *grid, h, d) → (B * n_tiles, h, prod(t), d)."""
     view = _tile_view(x, gathers, n, t)
     return view.reshape(-1, view.shape[len(n) + 1], math.prod(t), view.shape[-1])
 
 
-def _from_tiles(o: Tensor, plan: _Plan, B: int, q_grid) -> Tensor:
+def _from_tiles(o: Tensor, plan: Plan, B: int, q_grid) -> Tensor:
     """(B * n_tiles, h, prod(tq), d) → (B, *q_grid, h, d)."""
     dims, h, d = len(plan.n), o.shape[1], o.shape[-1]
     o = o.reshape(B, *plan.n, h, *plan.tq, d)
@@ -209,28 +103,20 @@ def _from_tiles(o: Tensor, plan: _Plan, B: int, q_grid) -> Tensor:
     return o
 
 
-def _relative_bias(call: AttentionCall, plan: _Plan, axes: list[slice] | None = None) -> Tensor | None:
+def _relative_bias(call: AttentionCall, key: tuple, plan: Plan, axes: list[slice] | None = None) -> Tensor | None:
     """Relative-bias table values in tile layout ``(m, h, Tq, Tk)`` float32, or None: of every tile (the flat table
     index cached per plan and radius), or of the tiles ``axes`` (one slice per axis; its index is not cached).
     (Relative logits are not a bias here: :func:`_fold_relative_logits` puts them inside the dot product.)"""
-    position, dims = call.position, call.dims
+    position = call.position
     if not isinstance(position, RelativeBias):
         return None
     heads, tq, tk = position.table.shape[0], math.prod(plan.tq), math.prod(plan.tk)
-    flat = plan.bias_index.get(position.radius) if axes is None else None
-    if flat is None:  # flat table index of every (tile, query slot, key slot)
-        flat = 0
-        for a, r in enumerate(position.radius):
-            delta = plan.deltas[a] if axes is None else plan.deltas[a][axes[a]]
-            flat = flat * (2 * r + 1) + _spread(delta.clamp(-r, r) + r, a, dims, 3)
-        flat = flat.reshape(-1)
-        if axes is None:  # built once per plan and radius
-            plan.bias_index[position.radius] = flat
+    flat = bias_index(*key, position.radius) if axes is None else table_index(plan, position.radius, axes)
     bias = position.table.flatten(1).index_select(1, flat).float()  # (h, m · Tq · Tk)
     return bias.reshape(heads, -1, tq, tk).transpose(0, 1)
 
 
-def _relative_logits(call: AttentionCall, plan: _Plan, q_tiles: Tensor) -> list[Tensor]:
+def _relative_logits(call: AttentionCall, plan: Plan, q_tiles: Tensor) -> list[Tensor]:
     """Per axis ``a``: ``q · r^a[Δ_a]`` for every query slot and key-box slot of that axis,
     ``(B * n_tiles, h, Tq, K_a)`` float32 — the relative logits before they are spread over the other axes."""
     dims, B_tiles, h = call.dims, q_tiles.shape[0], q_tiles.shape[1]
@@ -247,11 +133,13 @@ def _relative_logits(call: AttentionCall, plan: _Plan, q_tiles: Tensor) -> list[
     return out
 
 
-def _fold_relative_logits(call: AttentionCall, plan: _Plan, q: Tensor, k: Tensor, v: Tensor):
+def _fold_relative_logits(call: AttentionCall, plan: Plan, q: Tensor, k: Tensor, v: Tensor):
     """Fold ``q · r_Δ`` into the dot product so a fused kernel computes it: per axis, append the query's
     relative logits over the key-box slots to q (divided by the scale) and a one-hot of each key's slot to k;
-    then ``scale · q'·k' = scale · q·k + Σ_a q·r^a[Δ_a]``. v is zero-padded to the same width (fused CPU SDPA
-    needs equal q and v widths). Returns q', k', v' ``(B*nT, h, T, d + Σ K_a)``."""
+    then ``scale · q'·k' = scale · q·k + Σ_a q·r^a[Δ_a]``. The width ``d + Σ K_a`` is zero-padded to
+    :func:`.sdpa.fused_width` (a multiple of 8: fused SDPA kernels refuse other widths with a mask and fall back to
+    the math path). On CPU v is zero-padded to the same width (fused CPU SDPA needs equal q and v widths); elsewhere
+    it stays as it is. Returns q', k' ``(B*nT, h, T, W)`` and v'."""
     parts_q, parts_k = [q], [k]
     tk = plan.tk
     for a, logits in enumerate(_relative_logits(call, plan, q)):
@@ -262,8 +150,15 @@ def _fold_relative_logits(call: AttentionCall, plan: _Plan, q: Tensor, k: Tensor
         slot = slot.reshape(shape).expand(*tk).reshape(-1)  # (Tk,)
         onehot = torch.nn.functional.one_hot(slot, tk[a]).to(k.dtype)  # (Tk, K_a)
         parts_k.append(onehot.expand(*k.shape[:2], *onehot.shape))
-    extra = sum(p.shape[-1] for p in parts_q[1:])
-    return torch.cat(parts_q, -1), torch.cat(parts_k, -1), F.pad(v, (0, extra))
+    width = sum(p.shape[-1] for p in parts_q)
+    pad = fused_width(width) - width
+    if pad:
+        parts_q.append(q.new_zeros(*q.shape[:-1], pad))
+        parts_k.append(k.new_zeros(*k.shape[:-1], pad))
+    q, k = torch.cat(parts_q, -1), torch.cat(parts_k, -1)  # (B*nT, h, T, W)
+    if q.device.type == "cpu" and v.shape[-1] != q.shape[-1]:
+        v = F.pad(v, (0, q.shape[-1] - v.shape[-1]))
+    return q, k, v
 
 
 def _chunks(levels: tuple[int, ...], per_tile: int, budget: int):
@@ -289,8 +184,10 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, mask: Tensor |
     """``softmax(scale · q kᵀ + bias + mask) v`` on tiles ``(b, m, h, T, .)``; bias ``(1|b, m, 1|h, Tq, Tk)`` and
     mask ``(1|b, m, 1, Tq, Tk)`` additive float or None. With ``v_dim != head_dim`` (in float32 on CPU, as SDPA's
     math path) and no gradient: :func:`masked_attention` (matmul, add, softmax, matmul). Else one float mask: fused
-    SDPA when q and v widths agree (or off CPU) and the mask needs no gradient, :func:`biased_attention` otherwise
-    (cheaper than SDPA's CPU math path, which ``v_dim != head_dim`` takes; the mask's batch axis stays broadcast)."""
+    SDPA when q and v widths agree (or off CPU) and the mask needs no gradient (or the device's fused kernel gives it
+    one: CUDA), :func:`biased_attention` otherwise (cheaper than SDPA's CPU math path, which ``v_dim != head_dim``
+    takes; the mask's batch axis stays broadcast). SDPA runs via :func:`.sdpa.sdpa` (chunks below CUDA's grid
+    limit)."""
     narrow = v.shape[-1] != q.shape[-1] and q.device.type == "cpu"  # (GPU SDPA kernels take unequal widths)
     if narrow and q.dtype in (torch.bfloat16, torch.float16):
         # float32 on CPU, as SDPA's math path (its bf16 matmuls are several times slower than float32 here)
@@ -300,21 +197,22 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, mask: Tensor |
                                                        for t in (q, k, v, bias, mask))):
         return masked_attention(q, k, v, bias, mask, scale)
     mask = bias if mask is None else mask if bias is None else bias + mask
-    if narrow or (mask is not None and mask.requires_grad):
+    if narrow or (mask is not None and mask.requires_grad and not fused_bias_grad(q.device)):
         return biased_attention(q, k, v, mask, scale)
     b, m = q.shape[:2]
     if mask is not None:
-        mask = mask.expand(b, *mask.shape[1:]).reshape(b * m, *mask.shape[2:])
-    q, k, v = (t.reshape(b * m, *t.shape[2:]) for t in (q, k, v))
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        mask = batch_mask(mask, b)  # (b·m, 1|h, Tq, Tk)
+    q, k, v = (t.reshape(b * m, *t.shape[2:]) for t in (q, k, v))  # (b·m, h, T, .)
+    o = sdpa(q, k, v, mask, scale)  # (b·m, h, Tq, e)
     return o.reshape(b, m, *o.shape[1:])
 
 
-def _attend_tiles(call: AttentionCall, plan: _Plan, q: Tensor, k: Tensor, v: Tensor, axes: list[slice],
+def _attend_tiles(call: AttentionCall, key: tuple, plan: Plan, q: Tensor, k: Tensor, v: Tensor, axes: list[slice],
                   pad: Tensor | None, bias: Tensor | None) -> Tensor:
     """Attention of the tiles ``axes`` (one slice of tiles per grid axis; of every image of the batch axis ``b``):
     q ``(b, m, h, Tq, d)``, k, v ``(b, m, h, Tk, .)``; pad ``(b, m, 1, 1, Tk)`` key padding or None; bias
-    ``(m, h, Tq, Tk)`` or None. Returns ``(b, m, h, Tq, e)``; real queries without an allowed key output zeros."""
+    ``(m, h, Tq, Tk)`` or None. Returns ``(b, m, h, Tq, e)``; real queries without an allowed key output zeros (with
+    key padding or a learnable bias every row is zero-filled where it has no key: no value is read back to decide)."""
     bias = None if bias is None else bias.to(q.dtype)[None]
     first = 0
     for sl, n in zip(axes, plan.n, strict=True):
@@ -322,13 +220,12 @@ def _attend_tiles(call: AttentionCall, plan: _Plan, q: Tensor, k: Tensor, v: Ten
     rows = slice(first, first + q.shape[1])  # the tiles are a box of whole trailing axes: consecutive rows
     if pad is None and (bias is None or not bias.requires_grad):  # separable mask: per-axis float masks, summed
         has_key, keyless = _rows(plan.has_key, rows)[None], plan.keyless
-        o = _attend(q, k, v, bias, None if plan.all_allowed else plan.axis_mask(axes, q.dtype), call.scale)
+        o = _attend(q, k, v, bias, None if plan.all_allowed else axis_mask(plan, axes, q.dtype), call.scale)
     else:  # key padding or a learnable bias (whose masked_fill keeps the gradient off the masked pairs)
-        allowed = _rows(plan.allowed, rows)[None]  # (1, m | 1, 1, Tq | 1, Tk | 1)
+        allowed = _rows(plan_allowed(*key), rows)[None]  # (1, m | 1, 1, Tq | 1, Tk | 1)
         if pad is not None:
             allowed = allowed & ~pad
-        has_key = allowed.any(-1, keepdim=True)
-        keyless = bool((~has_key & _rows(plan.q_valid, rows)).any())
+        has_key, keyless = allowed.any(-1, keepdim=True), True  # (1|b, m|1, 1, Tq|1, 1)
         base = torch.zeros((), dtype=q.dtype, device=q.device) if bias is None else bias
         o = _attend(q, k, v, base.masked_fill(~(allowed | ~has_key), float("-inf")), None, call.scale)
     return o.masked_fill(~has_key, 0.0) if keyless else o
@@ -337,25 +234,22 @@ def _attend_tiles(call: AttentionCall, plan: _Plan, q: Tensor, k: Tensor, v: Ten
 def _needs_grad(call: AttentionCall) -> bool:
     if not torch.is_grad_enabled():
         return False
-    tensors = [call.q, call.k, call.v]
-    if isinstance(call.position, RelativeBias):
-        tensors.append(call.position.table)
-    elif isinstance(call.position, RelativeLogits):
-        tensors.extend(call.position.tables)
-    return any(t.requires_grad for t in tensors)
+    return any(t.requires_grad for t in (call.q, call.k, call.v, *position_tensors(call.position)))
 
 
 def blocked_attention(call: AttentionCall) -> Tensor:
     B = call.q.shape[0]
     tile = _TILE.get() or DEFAULT_TILE[call.dims]
-    plan = _plan(call.pattern, call.q_grid, call.kv_grid, tile, str(call.q.device))
+    key = (call.pattern, call.q_grid, call.kv_grid, tile, str(call.q.device))
+    plan = _plan(*key)
     n_tiles = math.prod(plan.n)
     pad = None
     if call.key_padding_mask is not None:
         pad = _to_tiles(call.key_padding_mask[..., None, None], plan.k_gather, plan.n, plan.tk)  # (B*nT,1,Tk,1)
         pad = pad.reshape(B, n_tiles, 1, 1, -1)
-    if isinstance(call.position, RelativeLogits) or _needs_grad(call) or call.q.device.type != "cpu":
-        return _whole(call, plan, pad)
+    if (isinstance(call.position, RelativeLogits) or _needs_grad(call) or call.q.device.type != "cpu"
+            or torch.compiler.is_compiling()):
+        return _whole(call, key, plan, pad)
     # No gradient: run the tiles in chunks of ~_CHUNK_BYTES, so gathered key boxes never exist all at once (the
     # whole set is ~(box / tile) times the keys, and fresh pages cost more than the copy) and stay in cache.
     views = [_tile_view(x, g, plan.n, t) for x, g, t in ((call.q, plan.q_gather, plan.tq),
@@ -373,15 +267,15 @@ def blocked_attention(call: AttentionCall) -> Tensor:
         axes = [(index[1 + a] if isinstance(index[1 + a], slice) else slice(index[1 + a], index[1 + a] + 1))
                 if 1 + a < len(index) else slice(0, n) for a, n in enumerate(plan.n)]
         q, k, v = (x[index].reshape(b, m, h, -1, x.shape[-1]) for x in views)
-        o = _attend_tiles(call, plan, q, k, v, axes, None if pad is None else pad[b0 : b0 + b, rows],
-                          _relative_bias(call, plan, None if out is None else axes))  # one chunk: cached index
+        o = _attend_tiles(call, key, plan, q, k, v, axes, None if pad is None else pad[b0 : b0 + b, rows],
+                          _relative_bias(call, key, plan, None if out is None else axes))  # one chunk: cached index
         if out is None:
             return _from_tiles(o.reshape(B * n_tiles, h, tq, e), plan, B, call.q_grid)
         out[first : first + count] = o.reshape(count, h, tq, e)
     return _from_tiles(out, plan, B, call.q_grid)
 
 
-def _whole(call: AttentionCall, plan: _Plan, pad: Tensor | None) -> Tensor:
+def _whole(call: AttentionCall, key: tuple, plan: Plan, pad: Tensor | None) -> Tensor:
     """Every tile in one go (what autograd saves for backward: the q, k, v tiles, and SDPA's own tensors)."""
     B, n_tiles = call.q.shape[0], math.prod(plan.n)
     q = _to_tiles(call.q, plan.q_gather, plan.n, plan.tq)
@@ -392,10 +286,10 @@ def _whole(call: AttentionCall, plan: _Plan, pad: Tensor | None) -> Tensor:
         q, k, v = _fold_relative_logits(call, plan, q, k, v)
         bias = None
     else:
-        bias = _relative_bias(call, plan)  # (nT, h, Tq, Tk) or None
+        bias = _relative_bias(call, key, plan)  # (nT, h, Tq, Tk) or None
     q, k, v = (t.reshape(B, n_tiles, *t.shape[1:]) for t in (q, k, v))
     axes = [slice(0, n) for n in plan.n]
-    o = _attend_tiles(call, plan, q, k, v, axes, pad, bias)[..., :v_dim]
+    o = _attend_tiles(call, key, plan, q, k, v, axes, pad, bias)[..., :v_dim]
     return _from_tiles(o.reshape(B * n_tiles, *o.shape[2:]), plan, B, call.q_grid)
 
 
