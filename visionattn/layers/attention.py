@@ -236,6 +236,13 @@ class Attention(nn.Module):
         elif not isinstance(pattern, Pattern):
             raise TypeError(f"pattern must be a visionattn.ops Pattern or None, got {pattern!r}")
         q, k, v = self._project(x, context, query_pos, key_pos)
+        if (context is not None and isinstance(key_padding_mask, Tensor) and q.shape[1:-2] == k.shape[1:-2]
+                and key_padding_mask.dtype == torch.bool and key_padding_mask.shape == k.shape[:-2]):
+            # The operator reads equal grids as self-attention and also zeroes the queries at padded keys; a
+            # cross-attention query is never padding. One more key on the last grid axis, always masked, keeps the
+            # grids apart without changing the result (until the operator takes an explicit query mask).
+            k, v = (F.pad(t, (0, 0, 0, 0, 0, 1)) for t in (k, v))  # (B, ..., L_last + 1, h, d)
+            key_padding_mask = F.pad(key_padding_mask, (0, 1), value=True)  # (B, ..., L_last + 1)
         position = None if self.position is None else self.position.descriptor()
         if self.resize_position and position is not None:
             position = resize_relative(position, pattern.max_offset(tuple(k.shape[1:-2])))
