@@ -431,3 +431,58 @@ def test_learned_position_embedding_1d_3d_and_errors():
     torch.testing.assert_close(e3.embedding((2, 3, 4)), e3.weight)
     with pytest.raises(ValueError, match="channels-last"):
         e3(_x((4, 3), dim=8))
+
+
+# -- larger grids, per-call patterns, padded embeddings -------------------------------------------------------
+def test_resize_position_interpolates_grid_wide_tables():
+    from visionattn.layers.resize import resize_relative
+
+    layer = _layer(Global(), (4, 4), "rel_bias", resize_position=True)
+    out = layer(_x((6, 5)))  # needs ±(5, 4), the table covers ±(3, 3): interpolated
+    assert out.shape == (2, 6, 5, DIM) and torch.isfinite(out).all()
+    table = layer.position.table  # (heads, 7, 7)
+    resized = resize_relative(RelativeBias(table), (5, 4)).table  # (heads, 11, 9)
+    assert resized.shape == (HEADS, 11, 9)
+    torch.testing.assert_close(resized[:, 5, 4], table[:, 3, 3])  # offset 0 stays offset 0
+    assert resize_relative(RelativeBias(table), (2, 3)).table is table  # covered: untouched
+    # equal to the operator with the interpolated table, and gradients reach the stored table
+    x = _x((6, 5))
+    q, k, v = layer.qkv(x).reshape(2, 6, 5, 3, HEADS, DIM // HEADS).unbind(-3)
+    ref = layer.proj(attention(q, k, v, Global(), position=RelativeBias(resized), backend="reference").flatten(-2))
+    torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-5)
+    layer(x).sum().backward()
+    assert layer.position.table.grad is not None and layer.position.table.grad.abs().sum() > 0
+    logits = RelativeLogits((torch.randn(5, 12), torch.randn(3, 12)))
+    grown = resize_relative(logits, (4, 1))
+    assert [t.shape[0] for t in grown.tables] == [9, 3] and grown.tables[1] is logits.tables[1]
+    torch.testing.assert_close(grown.tables[0][4], logits.tables[0][2])
+
+
+def test_pattern_of_one_call_replaces_the_layers():
+    layer = _layer(Window(4), (8, 8), "rel_bias")
+    x = _x((3, 5))  # a grid smaller than the window: the layer's pattern does not fit
+    with pytest.raises(ValueError, match="does not fit"):
+        layer(x)
+    out = layer(x, pattern=Window((3, 4)))  # a smaller window: the table's centre covers it
+    q, k, v = layer.qkv(x).reshape(2, 3, 5, 3, HEADS, DIM // HEADS).unbind(-3)
+    ref = attention(q, k, v, Window((3, 4)), position=layer.position.descriptor(), backend="reference")
+    torch.testing.assert_close(out, layer.proj(ref.flatten(-2)), rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match="Pattern or None"):
+        layer(x, pattern="window")
+
+
+def test_learned_embedding_fitted_to_each_samples_content():
+    from visionattn.layers.absolute import content_extent
+
+    emb = LearnedPositionEmbedding((4, 4), 8)
+    x = torch.zeros(2, 6, 5, 8)
+    mask = torch.ones(2, 6, 5, dtype=torch.bool)
+    mask[0, :3, :2] = False  # content 3×2
+    mask[1] = False  # full 6×5
+    assert content_extent(mask).tolist() == [[3, 2], [6, 5]]
+    out = emb(x, padding_mask=mask)
+    torch.testing.assert_close(out[0, :3, :2], emb.embedding((3, 2))[0])
+    assert out[0, 3:].abs().sum() == 0 and out[0, :, 2:].abs().sum() == 0
+    torch.testing.assert_close(out[1], emb(x[1:])[0])
+    with pytest.raises(ValueError, match=r"padding_mask must be bool \(2, 6, 5\)"):
+        emb(x, padding_mask=mask[:, :5])

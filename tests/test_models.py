@@ -163,3 +163,33 @@ def test_unknown_override_is_a_value_error():
 
 def test_every_preset_is_collected():
     assert len(PRESETS) == len(list_models())
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_one_stochastic_depth_rule(name):
+    """Every family draws its per-block drop-path rates from ``layers.drop.drop_path_rates``, in block order."""
+    from timm.layers import DropPath
+
+    from visionattn.layers.drop import drop_path_rates
+
+    fields = {f.name for f in dataclasses.fields(get_preset(name).spec)}
+    if "drop_path" not in fields:
+        pytest.skip(f"{name}: no drop_path knob")
+    model = create_model(name, num_classes=NUM_CLASSES, drop_path=0.3)
+    rates = []
+    for unit in model.fsdp_units():  # the repeated blocks, in order
+        paths = [m for m in unit.modules() if isinstance(m, DropPath)]
+        has_knob = any(n.startswith("drop_path") for n, _ in unit.named_children())
+        if has_knob:
+            rates.append(paths[0].drop_prob if paths else 0.0)
+    assert rates, f"{name}: no block with stochastic depth"
+    torch.testing.assert_close(torch.tensor(rates), torch.tensor(drop_path_rates(0.3, len(rates))))
+
+
+def test_drop_path_rates():
+    from visionattn.layers.drop import drop_path_rates
+
+    assert drop_path_rates(0.2, 5) == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2])
+    assert drop_path_rates(0.2, 1) == [0.0] and drop_path_rates(0.2, 0) == []
+    with pytest.raises(ValueError, match="rate ≥ 0"):
+        drop_path_rates(-0.1, 3)
