@@ -193,3 +193,28 @@ def test_drop_path_rates():
     assert drop_path_rates(0.2, 1) == [0.0] and drop_path_rates(0.2, 0) == []
     with pytest.raises(ValueError, match="rate ≥ 0"):
         drop_path_rates(-0.1, 3)
+
+
+def test_registry_imports_no_family_and_old_paths_still_work():
+    """The registry ↔ families cycle is gone: registry.py imports no family (the package imports the families after
+    it); each family is one module (spec, class, converter, presets), and the old module paths re-export them."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    import visionattn.models.registry as registry
+
+    tree = ast.parse(Path(registry.__file__).read_text())
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if "families" in m], imported
+    for old, new, names in (("swin", "swin", ["Swin", "SwinSpec", "stage_window"]),
+                            ("resnet", "resnet", ["ResNet", "ResNetSpec", "build_stages"]),
+                            ("coatnet", "coatnet", ["CoAtNet", "CoAtNetSpec", "DownsampleTransformerBlock"]),
+                            ("hybrid_vit", "hybrid_vit", ["HybridViT", "HybridViTSpec"])):
+        shim = importlib.import_module(f"visionattn.models.{old}")
+        family = importlib.import_module(f"visionattn.models.families.{new}")
+        assert all(getattr(shim, n) is getattr(family, n) for n in names)
+    for name in list_models():  # every preset's builder lives in its family's module, beside its presets
+        builder = get_preset(name).builder
+        assert builder.__module__.startswith("visionattn.models.families."), (name, builder.__module__)
