@@ -180,7 +180,7 @@ class BlockedTiles:
 def blocked_tiles(pattern: Pattern, q_grid, kv_grid, tile: int | None = None) -> BlockedTiles:
     """Tile counts from the pattern's per-axis ``axis_tiling`` (the blocked backend's own plan; ``tile`` defaults
     to its ``DEFAULT_TILE`` for the grid's dims) and whether every (query slot, key slot) pair is allowed."""
-    from ..ops.backends.blocked import DEFAULT_TILE
+    from ..ops import BLOCKED_DEFAULT_TILE as DEFAULT_TILE
 
     q_grid, kv_grid = _grid(q_grid, "q_grid"), _grid(kv_grid)
     if not pattern.separable:
@@ -241,12 +241,17 @@ def saved_bytes(pattern: Pattern, grid, *, heads: int, head_dim: int, v_dim: int
     if execution == "blocked-biased":  # flat table index, bool mask, q, k, v tiles, float32 weights
         return 8 * pairs + (pairs if t.masked else 1) + F32 * per_head * (tq * d + tk * d + tk * e + tq * tk)
     extra, widen = 0, 0
-    if position == "relative_logits":  # q·r per axis folded into the dot product: q, k, v widened by Σ K_a
+    if position == "relative_logits":  # q·r per axis folded into the dot product: q, k widened by Σ K_a (+ padding)
         radius = pattern.max_offset(s.kv_grid) if radius is None else tuple(radius)
         widen = sum(k for _, _, k in t.axes)
         extra = F32 * per_head * tq * (d + sum(2 * r + 1 for r in radius))  # q tiles and q·rᵀ kept by the gathers
         extra += 8 * sum(n * q * k for n, q, k in t.axes)  # int64 gather index per axis
-    dq, dv = d + widen, e + widen
+    if widen:  # the widened q, k padded to the fused kernels' multiple; on CPU v padded to the same width
+        from ..ops import fused_width
+
+        dq = dv = fused_width(d + widen)
+    else:
+        dq, dv = d, e
     if execution == "blocked-math":
         return F32 * per_head * (tq * dq + tk * dq + tq * tk + tk * dv) + extra
     mask = F32 * B * pairs if t.masked else 0
@@ -348,7 +353,7 @@ def count_saved_bytes(fn, exclude: tuple[torch.Tensor, ...] = ()) -> tuple[int, 
 def _position_name(position) -> str | None:
     """The descriptor's name in :data:`POSITIONS`; a RelativeBias whose table needs no gradient runs like None
     plus a float mask (not modelled: counted as None)."""
-    from ..ops.position import RelativeBias, RelativeLogits, Rope
+    from ..ops import RelativeBias, RelativeLogits, Rope
 
     if isinstance(position, RelativeBias):
         return "relative_bias" if position.table.requires_grad else None

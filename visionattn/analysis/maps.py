@@ -2,13 +2,14 @@
 
 Capture (:func:`capture_attention`, or :class:`AttentionRecorder` around your own forward) uses
 :func:`visionattn.ops.observe_attention`: every backend runs as usual (blocked, flex, ...) and the observer keeps the
-prepared :class:`~visionattn.ops.call.AttentionCall` of each call (``q`` already rotated for RoPE, padded keys
+prepared :class:`~visionattn.ops.AttentionCall` of each call (``q`` already rotated for RoPE, padded keys
 zeroed), detached. The model's outputs are bit-identical with and without capture.
 
 Recomputation (:func:`attention_rows`) rebuilds the softmax (or linear-form) weights of *selected query rows* from
-the captured ``q``/``k`` with the reference math: ``scale · q·k`` + the position term (RelativeBias table lookup,
-RelativeLogits ``q·r``), the pattern's allowed keys for those rows, key padding, normalisation. It never forms the
-``N_q × N_k`` matrix when fewer rows are asked for (separable patterns build the row mask per axis).
+the captured ``q``/``k`` with the reference math, :func:`visionattn.ops.attention_probs`: ``scale · q·k`` + the
+position term (RelativeBias table lookup, RelativeLogits ``q·r``), the pattern's allowed keys for those rows, key
+padding, normalisation. It never forms the ``N_q × N_k`` matrix when fewer rows are asked for (separable patterns
+build the row mask per axis).
 
 Geometry: a logical layer (:class:`MapLayer`) is one ``Attention`` module call, or the height-then-width pair of an
 ``AxialAttention`` (composed: ``A = A_width · A_height`` per head, rows only). Its key tokens map back to the model
@@ -31,12 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..ops import observe_attention
-from ..ops.backends.base import feature_map
-from ..ops.backends.reference import bias_from_delta
-from ..ops.call import AttentionCall
-from ..ops.patterns import Pattern
-from ..ops.position import RelativeBias, RelativeLogits, Rope
+from ..ops import AttentionCall, Pattern, RelativeBias, RelativeLogits, Rope, attention_probs, observe_attention
 
 Query = str | tuple[int, int]  # "cls" or a pixel (x, y) of the model input
 
@@ -53,51 +49,13 @@ def row_mask(pattern: Pattern, q_grid: tuple[int, ...], kv_grid: tuple[int, ...]
     return pattern.mask_rows(tuple(kv_grid), tuple(q_grid), rows)
 
 
-def _row_delta(call: AttentionCall, rows: Tensor) -> Tensor:
-    """Offsets key − query of the query rows: ``(Q, N_k, D)`` int64 (a strided query sits at ``p · stride``)."""
-    qi = torch.unravel_index(rows.cpu(), call.q_grid)
-    qc = torch.stack([call.pattern.query_coords(a, n)[qi[a]] for a, n in enumerate(call.q_grid)], dim=-1)  # (Q, D)
-    kc = torch.stack([m.reshape(-1) for m in torch.meshgrid(*(torch.arange(n) for n in call.kv_grid),
-                                                              indexing="ij")], dim=-1)  # (N_k, D)
-    return (kc[None] - qc[:, None]).to(call.q.device)
-
-
-def _row_bias(call: AttentionCall, q: Tensor, rows: Tensor) -> Tensor | None:
-    """Additive logit bias of the rows ``(B or 1, heads, Q, N_k)``; q ``(B, Q, heads, head_dim)`` float32.
-    None for no position or Rope (already applied to q and k by the operator)."""
-    if not isinstance(call.position, (RelativeBias, RelativeLogits)):
-        return None
-    return bias_from_delta(call.position, _row_delta(call, rows), q)
-
-
 def attention_rows(call: AttentionCall, rows: Tensor | Sequence[int]) -> Tensor:
     """The attention weights of the flat query indices ``rows`` (into the raster-flattened ``call.q_grid``) over
     every key: float32 ``(B, Q, heads, N_k)``. Rows sum to 1 over allowed, unpadded keys; a query with no allowed
     key is all zeros (the operator outputs zeros there). ``call`` must be a *prepared* call (as the observer
-    sees it: RoPE applied); the weights equal the rows of the reference backend's dense matrix."""
-    rows = torch.as_tensor(rows, dtype=torch.long).reshape(-1)
-    nq, nk = math.prod(call.q_grid), math.prod(call.kv_grid)
-    if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= nq):
-        raise ValueError(f"attention_rows: rows must index the {nq} queries of grid {call.q_grid}, "
-                         f"got range [{int(rows.min())}, {int(rows.max())}]")
-    B, heads = call.q.shape[0], call.heads
-    q = call.q.reshape(B, nq, heads, -1)[:, rows.to(call.q.device)].float()  # (B, Q, h, d)
-    k = call.k.reshape(B, nk, heads, -1).float()  # (B, N_k, h, d)
-    mask = row_mask(call.pattern, call.q_grid, call.kv_grid, rows).to(q.device)[None, None]  # (1, 1, Q, N_k)
-    if call.key_padding_mask is not None:
-        mask = mask & ~call.key_padding_mask.reshape(B, 1, 1, nk)
-    has_key = mask.any(-1, keepdim=True)  # (., ., Q, 1)
-    if call.form == "softmax":
-        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * call.scale  # (B, h, Q, N_k)
-        bias = _row_bias(call, q, rows)
-        if bias is not None:
-            scores = scores + bias
-        weights = scores.masked_fill(~(mask | ~has_key), float("-inf")).softmax(-1)
-    else:
-        weights = torch.einsum("bqhd,bkhd->bhqk", feature_map(q * call.scale), feature_map(k)) * mask
-        weights = weights / weights.sum(-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
-    weights = torch.where(has_key, weights, torch.zeros_like(weights))
-    return weights.permute(0, 2, 1, 3)  # (B, Q, h, N_k)
+    sees it: RoPE applied). :func:`visionattn.ops.attention_probs` (the reference backend's own math) with the query
+    axis first."""
+    return attention_probs(call, rows).permute(0, 2, 1, 3)  # (B, h, Q, N_k) -> (B, Q, h, N_k)
 
 
 def composed_rows(calls: Sequence[AttentionCall], rows: Tensor | Sequence[int]) -> Tensor:

@@ -40,9 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..layers.attention import Attention
-from ..ops import Neighborhood, observe_attention
-from ..ops.backends.reference import dense_bias
-from ..ops.call import AttentionCall
+from ..ops import AttentionCall, Neighborhood, attention_probs, observe_attention
 
 DEFAULTS: dict = {
     "channels": 8,  # C: conv channels in = out = the layer's dim
@@ -227,21 +225,6 @@ def build_conv_attention(
 
 
 # --- reading the layer ------------------------------------------------------------------------------------------
-def _call_weights(call: AttentionCall) -> Tensor:
-    """Dense softmax attention weights ``(B, heads, N_q, N_k)`` of a prepared 2D call, computed as the reference
-    backend does (scaled q·k + position bias, pattern mask, softmax)."""
-    B, heads = call.q.shape[0], call.heads
-    nq, nk = math.prod(call.q_grid), math.prod(call.kv_grid)
-    q = call.q.reshape(B, nq, heads, -1).float()
-    k = call.k.reshape(B, nk, heads, -1).float()
-    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * call.scale  # (B, h, Nq, Nk)
-    bias = dense_bias(call, q)
-    if bias is not None:
-        scores = scores + bias
-    mask = call.pattern.mask(call.kv_grid, call.q_grid).to(q.device)  # (Nq, Nk)
-    return scores.masked_fill(~mask, float("-inf")).softmax(-1)
-
-
 @torch.no_grad()
 def offset_attention(layer: Attention, x: Tensor) -> tuple[Tensor, Tensor]:
     """Per-head attention over the 3×3 offsets, captured from the layer's own operator call on images
@@ -253,7 +236,7 @@ def offset_attention(layer: Attention, x: Tensor) -> tuple[Tensor, Tensor]:
         apply_layer(layer, x)
     if len(calls) != 1:
         raise RuntimeError(f"offset_attention: expected one attention call from the layer, saw {len(calls)}")
-    weights = _call_weights(calls[0])  # (B, h, Nq, Nk) on the padded (H+2, W+2) grid
+    weights = attention_probs(calls[0])  # (B, h, Nq, Nk) on the padded (H+2, W+2) grid: the reference's weights
     hp, wp = calls[0].kv_grid
     ii, jj = torch.meshgrid(torch.arange(1, hp - 1), torch.arange(1, wp - 1), indexing="ij")
     queries = (ii * wp + jj).flatten()  # (H·W,) image pixels on the padded grid

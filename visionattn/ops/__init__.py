@@ -5,6 +5,8 @@ Public names only: code outside ``ops`` (layers, models, analysis, experiments) 
 """
 
 from .backends import BACKENDS, neighborhood_tile
+from .backends import DEFAULT_TILE as BLOCKED_DEFAULT_TILE
+from .backends.sdpa import fused_width
 from .call import AttentionCall
 from .dispatch import (
     BackendUnavailable,
@@ -20,6 +22,7 @@ from .probs import attention_probs, feature_map
 
 __all__ = [
     "BACKENDS",
+    "BLOCKED_DEFAULT_TILE",
     "AttentionCall",
     "Axial",
     "BackendUnavailable",
@@ -38,6 +41,7 @@ __all__ = [
     "axial_patterns",
     "choose_backend",
     "feature_map",
+    "fused_width",
     "intercept_attention",
     "neighborhood_tile",
     "observe_attention",
