@@ -94,6 +94,7 @@ class DigitScenes(Sequence):
         self.background, self.background_level, self.rgb, self.tries = background, background_level, rgb, tries
         self.pool = digit_pool(split, val_fraction, split_seed)
         self.categories = DIGIT_SCENE_CATEGORIES
+        self.classes = [str(d) for d in range(10)]  # names of ``labels``
 
     def __len__(self) -> int:
         return self.length

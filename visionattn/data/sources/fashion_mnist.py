@@ -59,7 +59,7 @@ def load_fashion_mnist(
     download: bool | None = None,
 ) -> LabeledImages:
     """``split="train"`` (60,000) or ``"test"`` (10,000) -> ``LabeledImages``: images uint8 ``(N, 28, 28)``
-    (0 = background, dark-on-light inverted as in the original: garments are bright), labels int64 ``(N,)`` in
+    (background 0, garments bright, as in the original), labels int64 ``(N,)`` in
     0..9, classes ``FASHION_MNIST_CLASSES``."""
     if split not in _PREFIX:
         raise ValueError(f"load_fashion_mnist: split expected one of {sorted(_PREFIX)}, got {split!r}")

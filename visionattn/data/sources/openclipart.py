@@ -6,12 +6,17 @@ copies under the same file name (7,458 distinct contents, 6,816 distinct file na
 the real file's name, so a split by drawing can keep copies together.
 Titles, descriptions and keywords live in each SVG's RDF metadata (``<metadata><rdf:RDF><cc:Work>`` with
 ``dc:title``, ``dc:description``, ``dc:subject/rdf:Bag/rdf:li``); where ``dc:title`` is empty the SVG's own
-``<title>`` element is used. Measured: 8,061 drawings with a title (8,059 from ``dc:title``), 8,003 with
-keywords, 1,708 with a description. Keywords equal to the creator's name are dropped (openclipart listed the
-artist as a keyword). Licence: public domain (each file's ``cc:license`` is ``PublicDomain``).
+``<title>`` element is used. Measured: 8,061 drawings with a title (8,059 from ``dc:title``), 8,001 with
+keywords (8,003 before keywords equal to the creator's name are dropped: openclipart listed the artist as a
+keyword), 1,708 with a description. Titles repeat: 2,811 distinct (title, creator) pairs, 1,375 drawings titled
+"gramastar". Licence: public domain (Debian's copyright file: Creative Commons Public Domain Dedication; the RDF
+of all but 65 files names ``cc/PublicDomain``).
 
 ``rasterize_svg`` renders one drawing with ``cairosvg`` (which needs the system cairo library, Debian
-``libcairo2``); external references are never fetched (cairosvg's safe mode: data URLs only).
+``libcairo2``); external references are never fetched (cairosvg's safe mode: data URLs only). Measured over all
+8,121 files at 32 px: 8,080 render and 41 fail (17 percentages where cairosvg wants numbers, 15 XML entity
+declarations that safe mode refuses, 4 without a size, 5 other parse errors); ``rasterize_records`` counts and
+skips them. About 40 ms a drawing on a quiet core: rasterise once and keep the arrays.
 """
 
 from __future__ import annotations
@@ -150,8 +155,12 @@ def clipart_caption(record: dict) -> str:
 def rasterize_svg(svg: str | os.PathLike | bytes, size: int = 224, background=(255, 255, 255)) -> np.ndarray:
     """Render an SVG (a path or its bytes) to uint8 RGB ``(size, size, 3)``: scaled to fit, aspect kept, centred,
     composited on ``background``. Raises ``SvgRenderError`` naming the file when cairosvg fails."""
-    import cairosvg
-
+    try:
+        import cairosvg
+    except (ImportError, OSError) as err:  # cairocffi raises OSError when the cairo library is missing
+        raise ImportError(
+            f"rasterize_svg needs the cairosvg package and the system cairo library (Debian: libcairo2): {err}"
+        ) from err
     if not isinstance(size, int) or size < 1:
         raise ValueError(f"rasterize_svg: size expected a positive int, got {size!r}")
     name = "<bytes>" if isinstance(svg, bytes) else str(svg)
