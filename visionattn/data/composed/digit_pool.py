@@ -50,9 +50,10 @@ def digit_pool(split: str, val_fraction: float = 0.25, split_seed: int = 0) -> D
     labels = np.asarray(digits.target, dtype=np.int64)
     train, val = stratified_split(labels, val_fraction, split_seed)
     idx = train if split == "train" else val
-    images = (digits.images[idx] / 16.0).astype(np.float32)
-    images.setflags(write=False)
-    return DigitPool(images, labels[idx], idx.astype(np.int64), split)
+    pool = DigitPool((digits.images[idx] / 16.0).astype(np.float32), labels[idx], idx.astype(np.int64), split)
+    for array in (pool.images, pool.labels, pool.indices):
+        array.setflags(write=False)  # the pool is cached and shared: nobody may change it
+    return pool
 
 
 def render_digit(image8: np.ndarray, height: int, width: int) -> np.ndarray:
