@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-slow lint bench mutants mutants-hand wheel clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -16,6 +16,22 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the long tests (-m slow), e.g. the property-based operator tests with their many-examples profile
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+# mutation testing (not in CI: slow); docs/testing.md. GROUPS: some of ops checkpoint state images cli (default all)
+mutants: $(STAMP)
+	$(BIN)/python .ci/mutants.py run $(GROUPS)
+
+# the hand-made mutants of issue 19, each applied to a private copy of the tree: every one must be killed
+mutants-hand: $(STAMP)
+	$(BIN)/python .ci/mutants.py hand
+
+# a wheel in build/dist/ (experiments/ and configs/ ship inside it as package data)
+wheel: $(STAMP)
+	$(BIN)/python -m pip wheel --no-deps --no-build-isolation -w build/dist .
 
 lint: $(STAMP)
 	$(BIN)/ruff check visionattn tests benchmarks

@@ -325,8 +325,12 @@ def validate(raw, where: str) -> ExperimentSpec:
 
 # -- finding and loading ----------------------------------------------------------------------------------------
 def experiment_dirs() -> list[Path]:
-    """Where experiment names are looked up: ``./experiments`` then the source tree's ``experiments/``."""
-    dirs = [Path.cwd() / "experiments", Path(__file__).resolve().parents[2] / "experiments"]
+    """Where experiment names are looked up: ``./experiments`` (your own files) then the experiments that ship with
+    visionattn (the checkout's ``experiments/``, or the installed package's copy: :mod:`visionattn.resources`)."""
+    from ..resources import resource_dir
+
+    shipped = resource_dir("experiments")
+    dirs = [Path.cwd() / "experiments"] + ([shipped] if shipped is not None else [])
     out = []
     for d in dirs:
         if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
