@@ -1,5 +1,5 @@
-"""The operator demo that ``make demo`` runs until the training job exists: every pattern on a 32×32 grid,
-fast backend against the reference spec — agreement (forward and backward) and speed, measured now."""
+"""The operator demo (``visionattn demo``): every pattern on a 32×32 grid, fast backend against the reference spec —
+agreement (forward and backward) and speed, measured now. (``make demo`` trains a model: ``visionattn train``.)"""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """A data-parallel sampler that can stop and resume in the middle of an epoch.
 
 Each epoch draws one permutation of the dataset from ``(seed, epoch)`` alone (its own generator; the global RNG is
-not touched), pads it by repeating its head (or drops its tail) to a multiple of the world size, and gives rank ``r``
-the positions ``r, r + W, r + 2W, ...`` — the same layout as :class:`torch.utils.data.DistributedSampler`. So with
+not touched), pads it by repeating its head (or drops its tail) to a multiple of the world size (``even=True``, the
+default), and gives rank ``r`` the positions ``r, r + W, r + 2W, ...`` — the same layout as
+:class:`torch.utils.data.DistributedSampler`. So with
 ``W`` ranks of batch ``b`` each, step ``s`` of the job sees exactly the samples at positions ``[s·W·b, (s+1)·W·b)``
 of the permutation: the same set as one process with batch ``W·b`` (the basis of the DDP-equivalence test).
 
@@ -40,9 +41,13 @@ class ResumableDistributedSampler(Sampler[int]):
     shuffle: a fresh permutation per epoch from ``(seed, epoch)``; ``False`` keeps dataset order.
     batch_size: this rank's batch size, used by ``state_dict(batches_done=...)``.
     drop_last: drop the tail of the permutation instead of padding it to a multiple of the world size.
-    even: ``True`` (training) gives every rank the same number of samples by padding/dropping; ``False``
-        (evaluation) gives every sample to exactly one rank, so shards may differ by one — sum the per-rank counts
-        with ``all_reduce_sum`` to get exact metrics.
+    even: ``True`` (the default) gives every rank the same number of samples by padding (repeating the head of the
+        permutation) or dropping. The trainer uses it for training *and* evaluation: equal shards keep the ranks'
+        collectives (DDP/FSDP) in step, and without shuffling the real samples of rank ``r``'s shard are its first
+        ``len(range(r, n, W))``, so evaluation runs the repeated tail but does not count it (``evaluate(valid=)``).
+        ``False`` gives every sample to exactly one rank, so shards may differ by one (only for loops whose model
+        runs no collectives; sum the per-rank counts with ``all_reduce_sum``); it cannot be combined with
+        ``drop_last``.
 
     ``len(sampler)`` is the full shard of an epoch (also on a resumed epoch, so schedules computed from
     ``len(loader)`` do not change); :attr:`remaining` is what the next iteration will yield.
@@ -184,6 +189,8 @@ class ResumableDistributedSampler(Sampler[int]):
 def make_sampler(dataset: Sized, info: DistInfo, shuffle: bool, seed: int, batch_size: int,
                  drop_last: bool = False, even: bool = True) -> ResumableDistributedSampler:
     """The sampler for this rank of ``info``'s job (a world of one included): see
-    :class:`ResumableDistributedSampler`. Training: ``shuffle=True``; evaluation: ``shuffle=False, even=False``."""
+    :class:`ResumableDistributedSampler`. Training: ``shuffle=True`` (the trainer also drops the last partial
+    shard); evaluation: ``shuffle=False`` with the default ``even=True``, counting only the first
+    ``len(range(rank, len(dataset), world_size))`` samples of the shard (the rest repeat the head of the dataset)."""
     return ResumableDistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle,
                                        seed=seed, batch_size=batch_size, drop_last=drop_last, even=even)
