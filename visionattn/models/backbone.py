@@ -136,7 +136,10 @@ class Backbone(nn.Module):
 
         padding_mask: optional bool ``(B, H, W)`` (True = padding, from batching images of different sizes);
         attention families mask padded tokens as keys in every attention call (see :meth:`stage_padding_masks`),
-        convolutional ones ignore it. Features at padded positions are not meaningful."""
+        convolutional ones ignore it. Features at padded positions are not meaningful. Content features equal the
+        image's alone only where nothing but attention mixes tokens (ViT: non-overlapping patches, global
+        attention, position embedding fitted to the content); convolutions that overlap the border (stems,
+        MBConv, 3×3 mixers) and Swin's windows (laid on the padded grid) still see the padding."""
         self._check_input(x)
         mask, masks = self._stage_masks(x, padding_mask)
         state = self.forward_stem(x) if mask is None else self.forward_stem(x, padding_mask=mask)

@@ -27,6 +27,7 @@ from ..ops.call import AttentionCall
 from ..ops.dispatch import intercept_attention
 from ..ops.patterns import Global, Pattern
 from ..ops.position import RelativeLogits
+from .sizes import to_pair
 
 
 def _axis_counts(pattern: Pattern, q_grid: tuple[int, ...], kv_grid: tuple[int, ...]) -> list[Tensor]:
@@ -124,7 +125,7 @@ def count_flops(model: nn.Module, img_size: int | tuple[int, int], batch: int = 
     is forced onto the math path so that its matmuls are counted.
     The model runs in eval mode under ``torch.no_grad`` on its own device; its train/eval mode is restored.
     """
-    h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    h, w = to_pair(img_size)
     try:
         param = next(model.parameters())
         device, dtype = param.device, param.dtype
