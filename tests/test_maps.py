@@ -3,8 +3,9 @@
 The spec is the reference backend's dense weight matrix: :func:`dense_weights` rebuilds it for a captured call
 with the reference math (``pattern.mask``, ``dense_bias`` of ``ops/backends/reference.py``, softmax or the linear
 form) and is itself checked against ``reference_attention`` (weights · v == the reference output). Recomputed rows
-must equal its rows for every pattern, position type and form, both on operator calls and inside models that run
-the blocked backend; maps must land on the right pixels; capture must not change the model's outputs.
+(the public ``visionattn.ops.attention_probs`` and ``maps.attention_rows`` on it) must equal its rows for every
+pattern, position type and form, ± key padding, both on operator calls and inside models that run the blocked
+backend; maps must land on the right pixels; capture must not change the model's outputs.
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ from visionattn.ops import (
     Strided,
     Window,
     attention,
+    attention_probs,
     choose_backend,
+    feature_map,
+    prepare_call,
     rope_frequencies,
 )
-from visionattn.ops.backends.base import feature_map
 from visionattn.ops.backends.reference import dense_bias, reference_attention
 from visionattn.ops.patterns import Pattern
 
@@ -135,6 +138,45 @@ def test_rows_equal_the_reference_matrix_rows(pattern, grid, position, form, pad
     assert got.sum(-1).max() <= 1 + 1e-5 and (got > 0).any()
     torch.testing.assert_close(row_mask(pattern, q_grid, grid, rows), pattern.mask(grid, q_grid)[rows], rtol=0,
                                atol=0)
+
+
+PROBS_PATTERNS = [(Global(), (5, 4)), (Window(3, 1), (6, 5)), (Halo(4, 1, stride=2), (8, 7)),
+                  (Neighborhood(3, border="pad"), (6, 5)), (Neighborhood(3, dilation=2), (7, 7)),
+                  (Neighborhood(3), (4, 5, 3)), (Axial(0), (5, 4)), (Strided(3, 4), (20,)),
+                  (Graph(GRAPH_EDGES), (20,))]
+PROBS_KINDS = [("none", "softmax"), ("rel_bias", "softmax"), ("rel_logits", "softmax"), ("rope", "softmax"),
+               ("none", "linear"), ("rope", "linear")]
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["", "padded"])
+@pytest.mark.parametrize("position, form", PROBS_KINDS, ids=lambda c: c)
+@pytest.mark.parametrize("pattern, grid", PROBS_PATTERNS, ids=lambda c: repr(c)[:24].replace(" ", ""))
+def test_attention_probs_equal_the_reference_backend(pattern, grid, position, form, padded):
+    """The public call: rows (and all rows) of ``attention_probs(prepare_call(...))`` equal the reference backend's
+    dense weights (whose product with v is the reference output), and are differentiable in q."""
+    gen = torch.Generator().manual_seed(4)
+    B, heads, d = 2, 2, 12  # 12: RoPE on 1D, 2D and 3D grids
+    q_grid = pattern.query_grid(grid)
+    q = torch.randn(B, *q_grid, heads, d, generator=gen, requires_grad=True)
+    k, v = torch.randn(B, *grid, heads, d, generator=gen), torch.randn(B, *grid, heads, d, generator=gen)
+    kpm = torch.rand(B, *grid, generator=gen) < 0.3 if padded else None
+    pos = _position(position, pattern, grid, heads, d, gen)
+    call = prepare_call(q, k, v, pattern, position=pos, form=form, key_padding_mask=kpm)
+    dense = dense_weights(call).detach()  # (B, h, Nq, Nk)
+    nq = math.prod(q_grid)
+    rows = sorted({0, 1, nq - 1, nq // 2})
+    got = attention_probs(call, rows)  # (B, h, Q, Nk)
+    torch.testing.assert_close(got.detach(), dense[:, :, rows], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(attention_probs(call).detach(), dense, rtol=1e-5, atol=1e-6)
+    got.sum().backward() if form == "linear" else (got * torch.randn(got.shape, generator=gen)).sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_attention_probs_rows_out_of_range_say_expected_vs_got():
+    q = torch.randn(1, 4, 5, 2, 8)
+    call = prepare_call(q, q, q, Window(2))
+    with pytest.raises(ValueError, match=r"rows must index the 20 queries of grid \(4, 5\).*got range \[3, 20\]"):
+        attention_probs(call, [3, 20])
 
 
 def test_separable_rows_never_build_the_dense_mask(monkeypatch):

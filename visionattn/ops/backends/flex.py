@@ -90,7 +90,9 @@ _RUNNER_IDS = itertools.count()
 def _compiled_runner():
     """``torch.compile`` of a fresh copy of :func:`_flex_run` (its own code object, so its own compile cache)."""
     code = _flex_run.__code__.replace(co_name=f"_flex_run_{next(_RUNNER_IDS)}")
-    return torch.compile(types.FunctionType(code, _flex_run.__globals__, code.co_name))
+    fn = types.FunctionType(code, _flex_run.__globals__, code.co_name)
+    fn.__qualname__ = code.co_name
+    return torch.compile(fn)
 
 
 class FlexPlan:
