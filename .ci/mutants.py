@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Mutation testing for visionattn (docs/testing.md); configuration in .ci/mutants.toml.
 
-    python .ci/mutants.py run [GROUP ...] [--files GLOB ...] [--jobs N] [--fresh]   mutmut, group by group
+    python .ci/mutants.py run [GROUP ...] [--files GLOB ...] [--jobs N] [--fresh] [--ref REF]   mutmut by group
     python .ci/mutants.py report [GROUP ...]                                       score and survivors again
     python .ci/mutants.py hand [--only TEXT] [--ref HEAD]                          replay the hand-made mutants
 
@@ -13,6 +13,7 @@ the copy's pyproject.toml: the group's files to mutate and only the test files t
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import shutil
@@ -45,14 +46,24 @@ def tree_files() -> list[str]:
     return sorted(p for p in out.split("\0") if p and (ROOT / p).is_file())
 
 
-def sync_tree(dest: Path) -> None:
-    """Copy the working tree into ``dest`` (files whose size and mtime match are skipped; stale ones removed)."""
-    files = set(tree_files())
+def sync_tree(dest: Path, ref: str | None = None) -> None:
+    """Copy the working tree (or commit ``ref``'s tree) into ``dest``: files with equal contents are skipped, files
+    no longer in the tree removed; other things in ``dest`` (mutmut's ``mutants/``) are kept."""
+    if ref is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            export_ref(ref, Path(tmp) / "tree")
+            _sync(Path(tmp) / "tree", sorted(str(p.relative_to(Path(tmp) / "tree")) for p in
+                                             (Path(tmp) / "tree").rglob("*") if p.is_file()), dest)
+        return
+    _sync(ROOT, tree_files(), dest)
+
+
+def _sync(root: Path, files: list[str], dest: Path) -> None:
+    files = set(files)
     dest.mkdir(parents=True, exist_ok=True)
     for rel in files:
-        src, dst = ROOT / rel, dest / rel
-        s = src.stat()
-        if dst.exists() and dst.stat().st_size == s.st_size and int(dst.stat().st_mtime) == int(s.st_mtime):
+        src, dst = root / rel, dest / rel
+        if dst.is_file() and filecmp.cmp(src, dst, shallow=False):
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
@@ -145,7 +156,7 @@ def cmd_run(args) -> int:
         copy = WORK / group
         if args.fresh and copy.exists():
             shutil.rmtree(copy)
-        sync_tree(copy)
+        sync_tree(copy, args.ref)
         mutate = args.files or cfg[group]["mutate"]
         write_mutmut_section(copy, mutate, cfg[group]["tests"])
         print(f"== {group}: mutating {mutate}; tests {cfg[group]['tests']} (in {copy})", flush=True)
@@ -175,10 +186,7 @@ def run_pytest(copy: Path, tests: list[str]) -> subprocess.CompletedProcess:
 def cmd_hand(args) -> int:
     mutants = [m for m in load_config()["hand"] if not args.only or args.only.lower() in m["name"].lower()]
     copy = WORK / "hand"
-    if args.ref:
-        export_ref(args.ref, copy)
-    else:
-        sync_tree(copy)
+    sync_tree(copy, args.ref)
     baseline: dict[tuple, bool] = {}
     failures = 0
     for m in mutants:
@@ -220,6 +228,7 @@ def main() -> int:
     run.add_argument("--mutants", nargs="+", default=[], help="mutant names or globs for `mutmut run`")
     run.add_argument("--jobs", type=int, default=1, help="mutants tested in parallel (default 1)")
     run.add_argument("--fresh", action="store_true", help="forget cached results of these groups")
+    run.add_argument("--ref", help="mutate this commit's tree (git archive) instead of the working tree")
     run.set_defaults(func=cmd_run)
     report = sub.add_parser("report", help="print the score and survivors of groups already run")
     report.add_argument("groups", nargs="*")

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 import visionattn
-from visionattn.data import BadImage, DataConfig, SkippedImageWarning, build_datasets, load_image
+from visionattn.data import BadImage, DataConfig, SkippedImageWarning, build_datasets, images, load_image
 from visionattn.data.config import warn_skipped
+from visionattn.data.images import IMAGE_EXTENSIONS, to_rgb
 from visionattn.train import checkpoint as ckpt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,3 +199,106 @@ def test_skipped_files_print_one_line_each_in_a_real_process(tmp_path):
     assert lines[0].startswith("warning: folder ") and "notes.txt: not an image file extension" in lines[0]
     assert "cut.png: decode failed" in lines[1] or "cut.png: not an image" in lines[1]
     assert "warnings.warn" not in proc.stderr and "SkippedImageWarning" not in proc.stderr
+
+
+# -- load_image / to_rgb: values, names and branches the edge-case files do not pin ---------------------------
+def test_openable_extensions_are_what_pillow_can_read():
+    exts = images._openable_extensions()
+    assert exts == IMAGE_EXTENSIONS
+    assert {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".ppm"} <= exts
+    assert not {".txt", ".csv", ".py", ".json", ".npy", ""} & exts
+
+
+def test_sixteen_bit_values_are_divided_by_257_and_clipped():
+    # 16-bit PNG values v → round(v / 257): the rounding edges, and values where v·257 mod 256 would differ
+    v = np.array([[0, 128, 129, 256, 257, 9637, 32896, 65534, 65535]], dtype=np.uint16)
+    img = Image.fromarray(v)
+    assert img.mode.startswith("I;16")
+    assert np.asarray(to_rgb(img))[0, :, 0].tolist() == [0, 0, 1, 1, 1, 37, 128, 255, 255]
+    # 32-bit "I" (how older Pillow opens 16-bit PNGs): clipped to [0, 65535] first
+    wide = Image.fromarray(np.array([[-5, 70000, 2570, 65535, 128]], dtype=np.int32))
+    assert wide.mode == "I"
+    rgb = np.asarray(to_rgb(wide))
+    assert rgb[0, :, 0].tolist() == [0, 255, 10, 255, 0] and (rgb[..., 0] == rgb[..., 2]).all()
+
+
+def test_float_values_are_clipped_to_0_1_and_scaled_by_255():
+    img = Image.fromarray(np.array([[-0.5, 0.0, 0.25, 0.5, 1.0, 1.5]], dtype=np.float32))
+    assert img.mode == "F"
+    assert np.asarray(to_rgb(img))[0, :, 1].tolist() == [0, 0, 64, 128, 255, 255]  # 63.75 → 64, 127.5 → 128
+
+
+def test_rgb_is_returned_as_is_and_a_trns_colour_is_composited_on_white(tmp_path):
+    arr = (np.random.default_rng(3).random((6, 7, 3)) * 200).astype(np.uint8) + 20  # no pixel is (10, 20, 30)
+    rgb = Image.fromarray(arr)
+    assert to_rgb(rgb) is rgb  # "returned as is"
+    arr[1, 2] = arr[4, 5] = (10, 20, 30)
+    path = tmp_path / "trns.png"
+    Image.fromarray(arr).save(path, transparency=(10, 20, 30))
+    got = np.asarray(load_image(path))
+    assert tuple(got[1, 2]) == tuple(got[4, 5]) == (255, 255, 255)
+    mask = np.ones((6, 7), bool)
+    mask[1, 2] = mask[4, 5] = False
+    assert (got[mask] == arr[mask]).all()
+    gray = (np.random.default_rng(4).random((5, 5)) * 200).astype(np.uint8) + 20
+    gray[0, 0] = 7
+    Image.fromarray(gray).save(tmp_path / "trns_l.png", transparency=7)
+    got = np.asarray(load_image(tmp_path / "trns_l.png"))
+    assert tuple(got[0, 0]) == (255, 255, 255) and tuple(got[2, 3]) == (gray[2, 3],) * 3
+
+
+def test_a_mode_pillow_cannot_convert_is_a_bad_image_naming_the_file(tmp_path, monkeypatch):
+    """No mode a file decodes to fails today, so a plugin's exotic mode is stood in for by CMYK whose conversion
+    raises; it must give BadImage (naming the file), not Pillow's ValueError."""
+    path = tmp_path / "ink.jpg"
+    Image.new("CMYK", (3, 2), (0, 255, 0, 0)).save(path)
+    real_convert = Image.Image.convert
+
+    def convert(self, mode=None, *args, **kwargs):
+        if self.mode == "CMYK":
+            raise ValueError(f"conversion from CMYK to {mode} not supported")
+        return real_convert(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "convert", convert)
+    with pytest.raises(BadImage) as info:
+        to_rgb(Image.new("CMYK", (3, 2)))
+    assert info.value.path == "<image>"
+    assert info.value.reason == "unsupported image mode 'CMYK': conversion from CMYK to RGB not supported"
+    with pytest.raises(BadImage) as info:
+        load_image(path)
+    assert info.value.path == str(path) and info.value.reason.startswith("unsupported image mode 'CMYK': ")
+
+
+def test_missing_file_and_directory_are_named(tmp_path):
+    with pytest.raises(BadImage) as info:
+        load_image(tmp_path / "nope.png")
+    assert (info.value.path, info.value.reason) == (str(tmp_path / "nope.png"), "file not found")
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(BadImage) as info:
+        load_image(tmp_path / "folder.png")
+    assert (info.value.path, info.value.reason) == (str(tmp_path / "folder.png"), "not a regular file")
+
+
+def test_draft_decodes_a_jpeg_at_a_reduced_scale_not_below_the_size(tmp_path):
+    path = tmp_path / "big.jpg"
+    Image.fromarray((np.random.default_rng(5).random((64, 64, 3)) * 255).astype(np.uint8)).save(path)
+    assert load_image(path).size == (64, 64)
+    assert load_image(path, draft=16).size == (16, 16)  # 1/4 scale
+    assert load_image(path, draft=20).size == (32, 32)  # 1/8 would go below 20
+
+
+def test_decompression_bomb_is_named(tmp_path, monkeypatch):
+    path = _write_png(tmp_path / "bomb.png")  # 10 × 12 = 120 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)  # Pillow refuses more than twice this
+    with pytest.raises(BadImage) as info:
+        load_image(path)
+    assert info.value.path == str(path) and info.value.reason.startswith("too large: ")
+
+
+@pytest.mark.parametrize("size", [(0, 5), (5, 0)])
+def test_an_empty_decoded_image_is_named(tmp_path, monkeypatch, size):
+    path = _write_png(tmp_path / "empty.png")
+    monkeypatch.setattr(ImageOps, "exif_transpose", lambda img: Image.new("RGB", size))
+    with pytest.raises(BadImage) as info:
+        load_image(path)
+    assert (info.value.path, info.value.reason) == (str(path), f"empty image of size {size[0]}x{size[1]}")
