@@ -329,9 +329,12 @@ def test_torchrun_train_then_resume(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
+    # two processes need two GPUs; with fewer visible, the job runs on gloo / CPU
+    device = [] if torch.cuda.device_count() >= 2 else ["run.device=cpu"]
+
     def launch(*extra):
         cmd = [torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "visionattn", "train",
-               "--config", str(cfg), "--out", str(run), *extra]
+               "--config", str(cfg), "--out", str(run), *extra, *device]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
     first = launch("--max-steps", "4")
@@ -342,3 +345,16 @@ def test_torchrun_train_then_resume(tmp_path):
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     steps = [int(line.split(",")[0]) for line in (run / "steps.csv").read_text().splitlines()[1:]]
     assert steps == sorted(set(steps)) and max(steps) >= 7  # continued, each step once
+
+
+def test_fsdp_units_are_what_the_model_declares_also_inside_a_wrapper():
+    from visionattn.models import create_model
+    from visionattn.train.distributed import declared_units
+
+    model = create_model("vit_tiny_test", num_classes=3)
+    assert declared_units(model) == list(model.stages) and len(model.stages) == 2
+    wrapper = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sequential(model))  # a task model around it
+    assert declared_units(wrapper) == list(model.stages)
+    swin = create_model("swin_test")
+    assert declared_units(swin) == [b for stage in swin.stages for b in stage.blocks]
+    assert declared_units(torch.nn.Linear(2, 2)) == []  # nothing declared: only the root is sharded

@@ -1,5 +1,7 @@
-"""Training: config layering, the DeiT recipe pieces (param groups, schedule, distillation, EMA), the non-finite
-guard, and ``visionattn train / eval / predict`` on tiny seeded data (a few dozen 16x16 images, 2-block ViT)."""
+"""Training: config layering (with the task section), the generic recipe pieces (param groups, schedule, EMA), the
+non-finite guard, and ``visionattn train / eval / predict`` on tiny seeded data (a few dozen 16x16 images, 2-block
+ViT, the classification task). The classification task's own pieces (DeiT losses, distillation) are in
+test_classification.py; a task defined in a test file trains through the same Trainer in test_task_contract.py."""
 
 from __future__ import annotations
 
@@ -9,17 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 from PIL import Image
 
 from visionattn.data import DataBundle, build_transform
 from visionattn.data.builtin import ArrayDataset
 from visionattn.models import create_model
+from visionattn.tasks.classification.data import data_from_bundle
 from visionattn.train.config import TrainConfig, apply_overrides, config_to_yaml, load_config
 from visionattn.train.loop import NonFiniteLoss, Trainer
 from visionattn.train.optim import build_optimizer, build_scheduler, no_decay_names, param_groups
-from visionattn.train.step import DeiTLoss
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["a", "b", "c", "d"]
@@ -37,13 +38,14 @@ TINY = [
     "schedule.batch_size=8",
     "schedule.warmup_epochs=0.5",
     "optim.lr=1e-3",
-    "recipe.mixup=0.4",
+    "task.mixup=0.4",
     "recipe.ema=true",
     "recipe.ema_decay=0.9",
     "run.report=false",
     "run.log_every=1000",
     "run.eval_batch_size=64",
     "run.num_workers=0",
+    "run.device=cpu",  # bit-exactness (resume) is promised on CPU; a GPU would run nondeterministic kernels
 ]
 
 
@@ -74,7 +76,8 @@ def tiny_bundle(cfg: TrainConfig, n_train: int = 40, n_val: int = 16) -> DataBun
 
 def make_trainer(tmp_path: Path, cfg: TrainConfig, name: str = "run", **kwargs) -> Trainer:
     messages = kwargs.pop("messages", [])
-    return Trainer(cfg, run_dir=tmp_path / name, data=tiny_bundle(cfg), log=messages.append, **kwargs)
+    data = data_from_bundle(tiny_bundle(cfg), cfg.data)
+    return Trainer(cfg, run_dir=tmp_path / name, data=data, log=messages.append, **kwargs)
 
 
 def write_image_folder(root: Path, per_class: int = 8, size: int = 16) -> Path:
@@ -90,7 +93,7 @@ def write_image_folder(root: Path, per_class: int = 8, size: int = 16) -> Path:
 # -- config -------------------------------------------------------------------------------------------------
 def test_overrides_are_typed_and_unknown_keys_list_the_valid_ones():
     cfg = load_config(overrides=["optim.lr=3e-4", "schedule.epochs=7", "data.mean=[0.1,0.2,0.3]",
-                                 "recipe.teacher=null", "run.compile=true", "model.overrides.depth=3"])
+                                 "task.teacher=null", "run.compile=true", "model.overrides.depth=3"])
     assert cfg.optim.lr == 3e-4 and isinstance(cfg.optim.lr, float)  # YAML 1.1 reads "3e-4" as a string
     assert cfg.schedule.epochs == 7 and cfg.data.mean == (0.1, 0.2, 0.3) and cfg.run.compile is True
     assert cfg.model.overrides["depth"] == 3 and cfg.model.overrides["patch"] == 8  # merged into the defaults
@@ -98,7 +101,7 @@ def test_overrides_are_typed_and_unknown_keys_list_the_valid_ones():
         load_config(overrides=["optim.lrr=1"])
     with pytest.raises(ValueError, match=r"'schedule\.epochs': expected int, got 1\.5"):
         load_config(overrides=["schedule.epochs=1.5"])
-    with pytest.raises(ValueError, match="sections: model, data, optim"):
+    with pytest.raises(ValueError, match="sections: task, model, data, optim"):
         load_config(overrides=["optimizer.lr=1"])
     with pytest.raises(ValueError, match="run.precision: expected one of"):
         load_config(overrides=["run.precision=fp8"])
@@ -163,46 +166,6 @@ def test_warmup_then_cosine_per_update():
     assert all(g["lr"] == optimizer.param_groups[0]["lr"] for g in optimizer.param_groups)
 
 
-def test_hard_distillation_loss_uses_the_teacher_argmax():
-    torch.manual_seed(0)
-    cls, dist, teacher = torch.randn(6, 5), torch.randn(6, 5), torch.randn(6, 5)
-    y = torch.randint(0, 5, (6,))
-    loss = DeiTLoss(label_smoothing=0.1, distill_weight=0.5)((cls, dist), y, None, teacher.argmax(-1))
-    expected = 0.5 * F.cross_entropy(cls, y, label_smoothing=0.1) + 0.5 * F.cross_entropy(dist, teacher.argmax(-1))
-    assert torch.allclose(loss, expected)
-    assert not torch.allclose(loss, 0.5 * F.cross_entropy(cls, y, label_smoothing=0.1)
-                              + 0.5 * F.cross_entropy(dist, y))
-
-
-def test_distillation_in_the_loop_feeds_the_teacher_argmax_to_the_dist_head(tmp_path):
-    teacher = create_model("resnet_test", num_classes=len(CLASSES), img_size=16)
-    torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
-    cfg = tiny_config("model.name=deit_tiny_distilled_test", "model.overrides={drop_path: 0.1}",
-                      "recipe.teacher=resnet_test", f"recipe.teacher_checkpoint={tmp_path / 'teacher.pt'}")
-    trainer = make_trainer(tmp_path, cfg)
-    seen = []
-    original_teacher, original_loss = trainer.teacher.forward, trainer.criterion.forward
-
-    def teacher_spy(x):
-        out = original_teacher(x)
-        seen.append({"teacher": out.detach().clone()})
-        return out
-
-    def loss_spy(outputs, targets, soft, teacher_labels):
-        seen[-1].update(outputs=outputs, labels=teacher_labels)
-        return original_loss(outputs, targets, soft, teacher_labels)
-
-    trainer.teacher.forward, trainer.criterion.forward = teacher_spy, loss_spy
-    trainer.fit(until_step=2)
-    assert len(seen) == 2
-    for record in seen:
-        assert torch.equal(record["labels"], record["teacher"].argmax(dim=-1))
-        assert isinstance(record["outputs"], tuple) and len(record["outputs"]) == 2  # (cls, dist) logits
-    with pytest.raises(ValueError, match="needs forward_distill"):
-        make_trainer(tmp_path, tiny_config("recipe.teacher=resnet_test",
-                                           f"recipe.teacher_checkpoint={tmp_path / 'teacher.pt'}"), name="r2")
-
-
 def test_ema_tracks_but_differs_from_the_trained_weights(tmp_path):
     trainer = make_trainer(tmp_path, tiny_config())
     initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
@@ -221,41 +184,56 @@ def test_nonfinite_loss_skips_the_update_and_counts_it_then_stops_after_n_in_a_r
     trainer.fit(until_step=1)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     ema_before = {k: v.clone() for k, v in trainer.ema.module.state_dict().items()}
-    real_loss = trainer.criterion.forward
+    real_loss = trainer.task.criterion.forward
     poison = {"on": True}
 
     def loss(*args):
-        value = real_loss(*args)
-        return value * float("nan") if poison["on"] else value
+        value, terms = real_loss(*args)
+        return (value * float("nan") if poison["on"] else value), terms
 
-    trainer.criterion.forward = loss
+    trainer.task.criterion.forward = loss
     trainer.fit(until_step=2)  # one poisoned update
-    assert trainer.nonfinite_total == 1 and trainer.nonfinite_consecutive == 1 and trainer.step == 2
+    c = trainer.counters
+    assert c.nonfinite_total == 1 and c.nonfinite_consecutive == 1 and trainer.step == 2
     assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())  # no optimizer update
     assert all(torch.equal(v, ema_before[k]) for k, v in trainer.ema.module.state_dict().items())
     assert all(p.grad is None for p in trainer.model.parameters())
     assert any("update skipped" in m for m in messages)
     poison["on"] = False
     trainer.fit(until_step=3)  # a good update resets the run of bad ones
-    assert trainer.nonfinite_consecutive == 0 and trainer.nonfinite_total == 1
+    assert c.nonfinite_consecutive == 0 and c.nonfinite_total == 1
     assert not torch.equal(trainer.model.state_dict()["head.weight"], before["head.weight"])
     poison["on"] = True
     with pytest.raises(NonFiniteLoss, match=r"3 updates in a row.*max_nonfinite=3"):
         trainer.fit()
-    assert trainer.nonfinite_total == 4 and trainer.step == 6
+    assert trainer.counters.nonfinite_total == 4 and trainer.step == 6
+
+
+def update(trainer: Trainer, batches: list):
+    """One :func:`run_update` of ``trainer``'s modules and task on ``batches``."""
+    from visionattn.train.step import run_update
+
+    ctx = trainer._context()
+    return run_update(trainer.train_module, list(trainer.model.parameters()), trainer.optimizer, batches,
+                      lambda module, batch: trainer.task.loss(module, batch, ctx), device=trainer.device,
+                      precision=trainer.precision, info=trainer.info, clip_grad=trainer.cfg.optim.clip_grad)
 
 
 def test_an_inf_image_is_a_skipped_step(tmp_path):
-    cfg = tiny_config("recipe.mixup=0.0")
+    cfg = tiny_config("task.mixup=0.0")
     trainer = make_trainer(tmp_path, cfg)
-    x, y = next(iter(trainer.loader))
-    x[0, 0, 0, 0] = float("inf")
-    from visionattn.train.step import run_update
-
+    batch = next(iter(trainer.loader))
+    assert set(batch) == {"image", "label"}
+    batch["image"][0, 0, 0, 0] = float("inf")
     before = trainer.model.state_dict()["head.weight"].clone()
-    result = run_update(trainer, [(x, y)])
-    assert result.skipped and math.isnan(result.loss)
+    result = update(trainer, [batch])
+    assert result.skipped and math.isnan(float(result.loss))
     assert torch.equal(trainer.model.state_dict()["head.weight"], before)
+    assert all(p.grad is None for p in trainer.model.parameters())
+    batch["image"][0, 0, 0, 0] = 0.5  # the same batch, finite: a real update
+    result = update(trainer, [batch])
+    assert not result.skipped and math.isfinite(float(result.loss))
+    assert not torch.equal(trainer.model.state_dict()["head.weight"], before)
 
 
 # -- a whole run, eval and predict through the command line ---------------------------------------------------
@@ -269,7 +247,7 @@ def test_train_eval_predict_cli(tmp_path, capsys):
             "schedule.epochs=2", "schedule.batch_size=8", "run.report=false", "run.log_every=2", "run.num_workers=0"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "epoch 2/2" in out and "val_top1" in out and "done: final val top-1" in out
+    assert "epoch 2/2" in out and "val_top1" in out and "done: final val top1" in out
     assert (run_dir / "config.yaml").is_file() and (run_dir / "best.pt").is_file()
     assert load_config(run_dir / "config.yaml").data.path == str(data)
     ckpt = sorted(run_dir.glob("ckpt-*.pt"))[-1]

@@ -90,10 +90,14 @@ def test_checkpoint_holds_only_tensors_and_primitives(tmp_path):
             assert obj is None or isinstance(obj, (torch.Tensor, str, int, float, bool)), (where, type(obj))
 
     check(state)
-    for key in ("model", "ema", "optimizer", "scheduler", "rng", "sampler", "epoch", "step", "config", "classes"):
+    for key in ("task", "task_state", "meta", "model", "ema", "optimizer", "scheduler", "rng", "sampler", "epoch",
+                "step", "config", "classes"):
         assert key in state
     assert {"python", "numpy", "torch", "cuda"} <= set(state["rng"][0])
     assert "model:" in state["config"] and state["classes"] == ["a", "b", "c", "d"]
+    assert state["task"] == "classification" and state["version"] == 2
+    assert state["meta"] == {"classes": ["a", "b", "c", "d"], "img_size": 16, "in_chans": 3,
+                             "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
 
 
 def test_rng_round_trip():
@@ -109,7 +113,7 @@ def test_rng_round_trip():
 
 def _state(value: float) -> dict:
     return {"model": {"w": torch.full((3,), value)}, "optimizer": {}, "rng": [], "sampler": {}, "epoch": 0,
-            "step": int(value), "config": "", "classes": ["a"]}
+            "step": int(value), "config": "", "classes": ["a"], "task": "classification", "meta": {"classes": ["a"]}}
 
 
 def test_atomic_write_survives_a_failing_replace_and_a_failing_write(tmp_path, monkeypatch):
@@ -238,7 +242,7 @@ def test_torchrun_two_processes_resume_is_bit_exact(tmp_path):
         cmd = [str(torchrun), "--nproc-per-node", "2", "--master-port", str(port), "-m", "visionattn", "train",
                "--out", str(tmp_path / out), "data.name=folder", f"data.path={data}", "data.img_size=16",
                "data.hflip=true", "model.overrides={patch: 8, dim: 32, depth: 1, heads: 2, drop_path: 0.1}",
-               "schedule.epochs=3", "schedule.batch_size=8", "recipe.mixup=0.2", "run.report=false", *extra]
+               "schedule.epochs=3", "schedule.batch_size=8", "task.mixup=0.2", "run.report=false", *extra]
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         return done.stdout

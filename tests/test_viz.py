@@ -33,7 +33,9 @@ def checkpoint(tmp_path_factory) -> Path:
     bundle = DataBundle(ArrayDataset(x, [0, 1] * 4, CLASSES, build_transform(cfg.data, True)),
                         ArrayDataset(x[:4], [0, 1] * 2, CLASSES, build_transform(cfg.data, False)), CLASSES, 32)
     run = tmp_path_factory.mktemp("run")
-    trainer = Trainer(cfg, run_dir=run, data=bundle, log=lambda message: None)
+    from visionattn.tasks.classification.data import data_from_bundle
+
+    trainer = Trainer(cfg, run_dir=run, data=data_from_bundle(bundle, cfg.data), log=lambda message: None)
     trainer.fit(until_step=1)
     return sorted(run.glob("ckpt-*.pt"))[-1]
 

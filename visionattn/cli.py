@@ -88,7 +88,8 @@ def _resolve_resume(args):
         run_dir = run_dir or os.path.dirname(os.path.abspath(path))
     if state is None:
         return fresh, run_dir, None
-    cfg = apply_overrides(config_from_yaml(state["config"], source=f"config inside {path}"), args.overrides)
+    cfg = apply_overrides(config_from_yaml(state["config"], source=f"config inside {path}", legacy=True),
+                          args.overrides)
     extra = f" with overrides {' '.join(args.overrides)}" if args.overrides else ""
     _say(f"resuming from {path} (epoch {int(state['epoch']) + 1}, update {int(state['step'])}); config from the "
          f"checkpoint{extra}")
@@ -127,40 +128,55 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from .train.evaluate import evaluate_checkpoint, format_eval
+    from .train.evaluate import evaluate_checkpoint
 
     try:
-        result, classes, model = evaluate_checkpoint(args.checkpoint, data=args.data, data_path=args.data_path,
-                                                     weights=args.weights, batch_size=args.batch_size,
-                                                     device=args.device)
+        evaluation, restored = evaluate_checkpoint(args.checkpoint, data=args.data, data_path=args.data_path,
+                                                   weights=args.weights, batch_size=args.batch_size,
+                                                   device=args.device, task=args.task)
     except (ValueError, FileNotFoundError) as err:
         print(f"visionattn eval: error: {err}", file=sys.stderr)
         return 2
-    print(f"{args.checkpoint} ({model.eval_weights} weights)")
-    print(format_eval(result, classes))
+    print(f"{args.checkpoint} ({restored.task.name}, {restored.weights} weights)")
+    print(restored.task.format_evaluation(evaluation, restored.meta))
     return 0
 
 
 def _cmd_predict(args) -> int:
-    from .train.predict import format_predictions, predict_images
+    from pathlib import Path
 
+    from .tasks import PredictOptions
+    from .train.evaluate import predict_checkpoint
+
+    options = PredictOptions(top_k=args.top_k, out_dir=Path(args.out) if args.out else None, texts=list(args.text),
+                             threshold=args.threshold)
     try:
-        predictions = predict_images(args.checkpoint, args.images, top_k=args.top_k, weights=args.weights,
-                                     device=args.device)
+        if args.top_k < 1:
+            raise ValueError(f"--top-k: expected >= 1, got {args.top_k}")
+        output = predict_checkpoint(args.checkpoint, args.inputs, options, weights=args.weights,
+                                    device=args.device, task=args.task)
     except (ValueError, FileNotFoundError) as err:
         print(f"visionattn predict: error: {err}", file=sys.stderr)
         return 2
-    print(format_predictions(predictions))
-    return 1 if any(p.error for p in predictions) else 0
+    for line in output.lines:
+        print(line)
+    for path in output.files:
+        print(f"wrote {path}")
+    return 1 if output.errors else 0
 
 
 def _add_train_commands(sub) -> None:
+    from .tasks import list_tasks
+
+    tasks = ", ".join(list_tasks())
     train = sub.add_parser(
-        "train", help="train a registered model (default: a small ViT on the built-in digits, ~2 min on 2 cores)",
-        description="Train with the DeiT recipe. Config: the defaults (configs/default.yaml), then --config FILE, "
-                    "then key=value overrides such as optim.lr=3e-4 schedule.epochs=10 model.name=swin_test. "
-                    "Under torchrun: torchrun --nproc-per-node N -m visionattn train ...")
-    train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. schedule.epochs=5")
+        "train", help="train a task (default: classify the built-in digits with a small ViT, ~2 min on 2 cores)",
+        description=f"Train a task ({tasks}). Config: the defaults (configs/default.yaml; task=NAME starts from that "
+                    "task's default config), then --config FILE, then key=value overrides such as optim.lr=3e-4 "
+                    "schedule.epochs=10 model.name=swin_test task.label_smoothing=0.1. Under torchrun: torchrun "
+                    "--nproc-per-node N -m visionattn train ...")
+    train.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="config overrides, e.g. schedule.epochs=5 or task=NAME")
     train.add_argument("--config", help="YAML config file (any subset of the keys)")
     train.add_argument("--resume", metavar="PATH|auto", nargs="?", const="auto",
                        help="continue from a checkpoint; 'auto' (or no value) = the newest readable one in the run "
@@ -172,22 +188,30 @@ def _add_train_commands(sub) -> None:
                             "schedule still spans schedule.epochs")
     train.set_defaults(func=_cmd_train)
 
-    ev = sub.add_parser("eval", help="top-1/top-5 and per-class accuracy of a checkpoint on a dataset")
+    ev = sub.add_parser("eval", help="a checkpoint's metrics on a dataset (its task's: top-1/top-5 and per-class "
+                                     "accuracy for classification)")
     ev.add_argument("checkpoint")
-    ev.add_argument("--data", help="dataset name (digits, lfw, folder, cifar10, cifar100, csv); default: the run's")
+    ev.add_argument("--data", help="dataset name (e.g. digits, folder, cifar10, csv); default: the run's")
     ev.add_argument("--data-path", help="folder / CIFAR directory / CSV file for --data")
     ev.add_argument("--weights", choices=("auto", "model", "ema"), default="auto",
                     help="auto: whichever evaluated better during training (default)")
     ev.add_argument("--batch-size", type=int, default=256)
-    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1 ...")
+    ev.add_argument("--task", help=f"require a checkpoint of this task ({tasks}); default: the checkpoint's")
     ev.set_defaults(func=_cmd_eval)
 
-    pr = sub.add_parser("predict", help="top-k classes with probabilities for image files")
+    pr = sub.add_parser("predict", help="predictions of a checkpoint for input files (classification: top-k classes "
+                                        "with probabilities)")
     pr.add_argument("checkpoint")
-    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="image (or video) files")
     pr.add_argument("--top-k", type=int, default=5)
+    pr.add_argument("--text", action="append", default=[], metavar="TEXT",
+                    help="a phrase or label (CLIP, grounding); repeat for several")
+    pr.add_argument("--threshold", type=float, help="score threshold (detection)")
+    pr.add_argument("--out", help="directory for pictures / JSON the task writes")
     pr.add_argument("--weights", choices=("auto", "model", "ema"), default="auto")
-    pr.add_argument("--device", default="cpu")
+    pr.add_argument("--device", default="auto")
+    pr.add_argument("--task", help=f"require a checkpoint of this task ({tasks}); default: the checkpoint's")
     pr.set_defaults(func=_cmd_predict)
 
 

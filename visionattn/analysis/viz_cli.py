@@ -58,7 +58,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="viz", metavar="DIR", help="output folder (default ./viz)")
     p.add_argument("--html", action="store_true", help="also write an interactive explorer page per image")
     p.add_argument("--seed", type=int, default=0, help="--model without --weights: initialisation seed (default 0)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1 ...")
     p.set_defaults(func=_cmd_viz)
 
 
@@ -146,7 +146,9 @@ def run_viz(args) -> list[Path]:
     model, data_cfg, image_paths = _load_model(args)
     transform = build_transform(data_cfg, train=False, in_chans=3)
     tensors = [transform(load_image(p)) for p in image_paths]  # BadImage (a ValueError) names the file
-    device = torch.device(args.device)
+    from ..train.evaluate import resolve_device
+
+    device = resolve_device(args.device)
     model.to(device)
     capture = capture_attention(model, torch.stack(tensors).to(device))  # every layer: rollout needs them all
     chosen = capture.pick(_layer_request(args.layer))

@@ -53,4 +53,7 @@ def build_datasets(cfg: DataConfig) -> DataBundle:
     the training set cut to ``cfg.train_fraction`` when that is below 1."""
     if not isinstance(cfg, DataConfig):
         raise TypeError(f"build_datasets: expected a DataConfig, got {type(cfg).__name__}")
+    if cfg.name not in DATASETS:
+        raise ValueError(f"dataset {cfg.name!r} gives no (image, class label) pairs for classification; the "
+                         f"classification datasets are {', '.join(DATASETS)}")
     return apply_train_fraction(DATASETS[cfg.name](cfg), cfg)

@@ -13,15 +13,31 @@ from dataclasses import asdict, dataclass, field, fields
 
 from torch.utils.data import Dataset
 
-__all__ = ["DataConfig", "DataBundle", "DATASET_NAMES", "PATH_DATASETS", "SkippedImageWarning", "make_bundle"]
+__all__ = ["DataConfig", "DataBundle", "DATASET_NAMES", "PATH_DATASETS", "SkippedImageWarning", "make_bundle",
+           "register_dataset_name"]
 
 # sections timm's rand_augment_transform understands after "rand": m<int>, n<int>, p<float>, mstd<float>, mmax<int>,
 # inc<0|1>, t<weights|3a|3aw>; timm silently ignores a section without digits or an unknown t<name>, so typos are
 # caught here
 _RANDAUG_SECTION = re.compile(r"(m\d+|n\d+|p\d*\.?\d+|mstd\d*\.?\d+|mmax\d+|inc[01]|tweights|t3a|t3aw)")
 
-DATASET_NAMES = ("digits", "lfw", "folder", "cifar10", "cifar100", "csv")
-PATH_DATASETS = ("folder", "cifar10", "cifar100", "csv")
+DATASET_NAMES = ["digits", "lfw", "folder", "cifar10", "cifar100", "csv"]
+"""Every ``data.name`` a config may use: the classification sources here, plus what tasks register."""
+PATH_DATASETS = ["folder", "cifar10", "cifar100", "csv"]
+"""The names that need ``data.path``."""
+
+
+def register_dataset_name(name: str, needs_path: bool = False) -> None:
+    """Make ``name`` a valid ``DataConfig.name`` (tasks call this for the datasets they build; registering a name
+    twice with the same ``needs_path`` is harmless)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"register_dataset_name: expected a non-empty name, got {name!r}")
+    if name in DATASET_NAMES and (name in PATH_DATASETS) != needs_path:
+        raise ValueError(f"dataset {name!r} is registered already with needs_path={name in PATH_DATASETS}")
+    if name not in DATASET_NAMES:
+        DATASET_NAMES.append(name)
+        if needs_path:
+            PATH_DATASETS.append(name)
 
 
 def _as_float_tuple(name: str, value, length: int | None = None) -> tuple[float, ...]:

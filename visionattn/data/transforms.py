@@ -21,7 +21,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from .config import DataConfig
 
-__all__ = ["build_transform", "denormalize"]
+__all__ = ["build_transform", "denormalize", "denormalize_with"]
 
 _INTERPOLATION = InterpolationMode.BICUBIC
 
@@ -83,11 +83,17 @@ def build_transform(cfg: DataConfig, train: bool, in_chans: int = 3) -> v2.Compo
 
 def denormalize(img: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
     """Undo ``Normalize`` for display: ``(C, H, W)`` or ``(B, C, H, W)`` with C in (1, 3) -> 3 channels in [0, 1]."""
+    return denormalize_with(img, cfg.mean, cfg.std)
+
+
+def denormalize_with(img: torch.Tensor, mean, std) -> torch.Tensor:
+    """:func:`denormalize` with explicit per-channel ``mean`` and ``std`` (3 values; a 1-channel image uses the
+    first)."""
     if img.dim() not in (3, 4) or img.shape[-3] not in (1, 3):
         raise ValueError(f"denormalize: expected (C, H, W) or (B, C, H, W) with C in (1, 3), got {tuple(img.shape)}")
     c = img.shape[-3]
-    mean = torch.tensor(cfg.mean[:c], dtype=img.dtype, device=img.device).view(c, 1, 1)
-    std = torch.tensor(cfg.std[:c], dtype=img.dtype, device=img.device).view(c, 1, 1)
+    mean = torch.tensor(tuple(mean)[:c], dtype=img.dtype, device=img.device).view(c, 1, 1)
+    std = torch.tensor(tuple(std)[:c], dtype=img.dtype, device=img.device).view(c, 1, 1)
     out = (img * std + mean).clamp(0.0, 1.0)
     if c == 1:
         out = out.expand(*out.shape[:-3], 3, *out.shape[-2:])

@@ -1,13 +1,15 @@
-"""Training: config, DeiT recipe, resumable fault-tolerant loop, evaluation, prediction, torchrun.
+"""Training any task: config, resumable fault-tolerant loop, evaluation and prediction from checkpoints, torchrun.
 
     from visionattn.train import Trainer, load_config
     summary = Trainer(load_config("configs/default.yaml", ["schedule.epochs=5"])).fit()
 
-Submodules: ``config`` (dataclass tree + YAML + overrides), ``optim`` (AdamW groups, warmup + cosine), ``step``
-(one update: accumulation, losses, non-finite guard), ``loop`` (:class:`Trainer`), ``checkpoint`` (atomic,
-``weights_only``, resume), ``loader`` (seeded augmentation), ``evaluate``, ``predict``, ``distributed`` and
-``sampler`` (torchrun), ``report`` (CSV, TensorBoard, PNG, HTML). Names are imported lazily, so importing a
-submodule does not pull in the others.
+The trainer drives a task (:mod:`visionattn.tasks`) through the Task contract and imports no task by name.
+Submodules: ``config`` (dataclass tree + YAML + overrides; the ``task:`` section), ``optim`` (AdamW groups, warmup +
+cosine), ``step`` (one update: accumulation, autocast, non-finite guard), ``loop`` (:class:`Trainer`), ``state`` and
+``checkpoint`` (atomic, ``weights_only``, resume), ``loader`` (seeded augmentation), ``devices`` (precision,
+workers, threads, TF32), ``evaluate`` (models from checkpoints, ``eval`` / ``predict``), ``distributed`` and
+``sampler`` (torchrun), ``results`` / ``report`` (CSV, TensorBoard, PNG, HTML). Names are imported lazily, so
+importing a submodule does not pull in the others.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ _EXPORTS = {
     "param_groups": "optim",
     "evaluate_checkpoint": "evaluate",
     "model_from_checkpoint": "evaluate",
-    "predict_images": "predict",
+    "predict_checkpoint": "evaluate",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -2,16 +2,19 @@
 
 A checkpoint is one ``.pt`` file holding only tensors and primitives::
 
-    format, version          "visionattn-train", 1 (a file without them is not ours: clear error)
+    format, version          "visionattn-train", 2 (a file without them is not ours: clear error; version 1, from
+                             before the tasks layer, is read as a classification checkpoint)
+    task, task_state         the task's name (``eval``/``predict``/``viz`` follow it) and its own state
+    meta                     the data facts the model was built from (classes, image size, normalisation)
     model, ema               state dicts (ema None without EMA)
     optimizer, scheduler     state dicts; scaler: GradScaler state or None
     rng                      one entry per rank: python / numpy / torch CPU / CUDA states as tensors and lists
     sampler                  the training sampler's position: {"epoch", "consumed", "world_size"}
     epoch, step, batch       epoch index, optimizer updates done, batches of that epoch done
-    best_metric, metrics     best validation top-1 so far, the latest evaluation's metrics
+    best_metric, metrics     best primary validation metric so far, the latest evaluation's metrics
     eval_weights             "model" or "ema": which weights evaluated better (what eval/predict use)
     nonfinite                {"total", "consecutive"} skipped updates
-    config                   the resolved config as YAML text; classes: the class names
+    config                   the resolved config as YAML text; classes: the class names (meta["classes"], or [])
 
 Writing (:func:`atomic_save`): ``torch.save`` into a temporary file in the same directory, flush, fsync, then
 ``os.replace`` onto the final name and fsync the directory: a crash (even ``kill -9``) at any point leaves either the
@@ -51,8 +54,9 @@ __all__ = [
 ]
 
 FORMAT = "visionattn-train"
-VERSION = 1
-REQUIRED_KEYS = ("model", "optimizer", "rng", "sampler", "epoch", "step", "config", "classes")
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+REQUIRED_KEYS = ("model", "optimizer", "rng", "sampler", "epoch", "step", "config", "task", "meta")
 _STEP_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 _TMP_MARK = ".tmp-"
 
@@ -178,13 +182,36 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             path, f"checkpoint {str(path)!r} is not a visionattn training checkpoint (expected format {FORMAT!r}, "
                   f"found {keys}); to start from foreign weights use model.pretrained_path instead of --resume"
         )
-    if obj.get("version") != VERSION:
+    if obj.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(path, f"checkpoint {str(path)!r}: format version {obj.get('version')!r}, this "
-                                    f"visionattn reads version {VERSION}")
+                                    f"visionattn reads versions {list(READABLE_VERSIONS)}")
+    if obj["version"] == 1:
+        obj = _upgrade_v1(obj)
     missing = [k for k in REQUIRED_KEYS if k not in obj]
     if missing:
         raise CheckpointError(path, f"checkpoint {str(path)!r} is incomplete: missing {missing}")
     return obj
+
+
+def _upgrade_v1(obj: dict) -> dict:
+    """A version-1 checkpoint (classification only, before the tasks layer) in the version-2 layout: its config's
+    ``recipe`` classification keys move to ``task``, and ``meta`` is rebuilt from its classes and data config."""
+    import yaml
+
+    from .config import migrate_legacy
+
+    out = dict(obj)
+    values = yaml.safe_load(obj.get("config") or "") or {}
+    values = migrate_legacy(values) if isinstance(values, dict) else values
+    out["config"] = yaml.safe_dump(values, sort_keys=False) if isinstance(values, dict) else obj.get("config")
+    data = values.get("data", {}) if isinstance(values, dict) else {}
+    out["task"] = "classification"
+    out["task_state"] = {}
+    out["meta"] = {"classes": list(obj.get("classes") or []), "img_size": int(data.get("img_size", 224)),
+                   "in_chans": 3, "mean": list(data.get("mean", (0.5, 0.5, 0.5))),
+                   "std": list(data.get("std", (0.5, 0.5, 0.5)))}
+    out["version"] = VERSION
+    return out
 
 
 def resume_candidates(run_dir: str | os.PathLike) -> list[Path]:

@@ -3,17 +3,24 @@
 ::
 
     TrainConfig
+      task      TaskOptions     task.name picks the task (visionattn.tasks); the other keys are that task's options
+                                (classification: label smoothing, Mixup/CutMix, hard distillation)
       model     ModelConfig     registry name + spec overrides (e.g. {"depth": 4, "drop_path": 0.1})
       data      DataConfig      visionattn.data: dataset, image size, split, augmentation, normalisation
       optim     OptimConfig     AdamW: lr, weight decay, betas, gradient clipping
       schedule  ScheduleConfig  epochs, global batch size, accumulation, warmup + cosine
-      recipe    RecipeConfig    DeiT pieces: label smoothing, Mixup/CutMix, EMA, hard distillation, NaN policy
+      recipe    RecipeConfig    every task's training pieces: EMA of the weights, non-finite policy
       run       RunConfig       seed, run dir, device, precision, compile, checkpoints, logging
 
-Layering: the dataclass defaults (which are the ``visionattn train`` demo: a small ViT on the built-in digits),
-then a YAML file (any subset of the keys), then command-line overrides ``section.key=value`` (the value is read as
-YAML and converted to the field's type: ``optim.lr=3e-4``, ``data.mean=[0.5,0.5,0.5]``, ``recipe.teacher=null``).
-An unknown key is a ``ValueError`` listing the valid keys of its section.
+Layering: the dataclass defaults (which are the ``visionattn train`` demo: a small ViT classifying the built-in
+digits), or — when the task is not the default one — that task's default config file (``configs/``), then a YAML
+file (any subset of the keys), then command-line overrides ``section.key=value`` (the value is read as YAML and
+converted to the field's type: ``optim.lr=3e-4``, ``data.mean=[0.5,0.5,0.5]``, ``task.teacher=null``);
+``task=NAME`` is short for ``task.name=NAME``. An unknown key is a ``ValueError`` listing the valid keys of its
+section; a key of another task's section says which task it belongs to.
+
+``task`` options belong to ``task.name`` like ``model.overrides`` belong to ``model.name``: a layer that changes the
+task starts its section from that task's defaults.
 
 ``model.overrides`` belong to ``model.name``: a layer that changes the name without giving overrides starts from
 an empty dict (the default ViT's sizes would not fit another family). Add to them with
@@ -33,8 +40,11 @@ from typing import Any
 import yaml
 
 from ..data import DataConfig
+from ..models.config import ModelConfig, spec_overrides
+from ..tasks import DEFAULT_TASK, TaskOptions, get_task, list_tasks, task_of_options
 
 __all__ = [
+    "DEFAULT_TASK",
     "ModelConfig",
     "OptimConfig",
     "ScheduleConfig",
@@ -47,34 +57,20 @@ __all__ = [
     "apply_overrides",
     "parse_override",
     "spec_overrides",
+    "migrate_legacy",
 ]
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
-
-def _demo_overrides() -> dict[str, Any]:
-    # vit_tiny_test grown to a small ViT for the 32x32 (upscaled 8x8) digits: 4x4 tokens of 8x8 pixels, 0.31M params
-    return {"patch": 8, "dim": 96, "depth": 4, "heads": 4, "mlp_ratio": 2.0, "drop_path": 0.05}
+# keys of the old ``recipe:`` section that are now the classification task's options (config files and checkpoints
+# written before the tasks layer)
+LEGACY_RECIPE_KEYS = ("label_smoothing", "mixup", "cutmix", "mixup_prob", "mixup_switch_prob", "teacher",
+                      "teacher_checkpoint", "distill_weight")
 
 
 def _demo_data() -> DataConfig:
     # the built-in digits with a mild random-resized-crop: without it the ViT memorises the 1,438 images by epoch 20
     return DataConfig(name="digits", img_size=32, random_resized_crop=True, crop_scale=(0.7, 1.0))
-
-
-@dataclass
-class ModelConfig:
-    """name: a registered preset (``visionattn models --all``). overrides: fields of its spec (``drop_path`` is
-    stochastic depth). pretrained_path: initial weights (ours, timm's or DINO's), e.g. for fine-tuning."""
-
-    name: str = "vit_tiny_test"
-    overrides: dict[str, Any] = field(default_factory=_demo_overrides)
-    pretrained_path: str | None = None
-
-
-def spec_overrides(cfg: ModelConfig) -> dict[str, Any]:
-    """``cfg.overrides`` as ``create_model`` keyword arguments (YAML lists become the specs' tuples)."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.overrides.items()}
 
 
 @dataclass
@@ -105,23 +101,12 @@ class ScheduleConfig:
 
 @dataclass
 class RecipeConfig:
-    """label_smoothing: for the class-token loss. mixup / cutmix: Beta alphas (0 = off) for ``timm.data.Mixup``
-    with ``mixup_prob`` and ``mixup_switch_prob``. ema: keep an EMA of the weights (``timm.utils.ModelEmaV3``,
-    decay ``ema_decay``, warmed up). teacher + teacher_checkpoint: hard distillation through the distillation token
-    (the student must be a distilled DeiT, e.g. ``deit_tiny_distilled_test``); the teacher is any registered
-    preset loaded from that file; loss = (1 - distill_weight) * CE(cls, y) + distill_weight * CE(dist, argmax
-    teacher). max_nonfinite: stop after this many updates in a row with a non-finite loss or gradient."""
+    """Training pieces every task shares. ema: keep an EMA of the weights (``timm.utils.ModelEmaV3``, decay
+    ``ema_decay``, warmed up); evaluation then scores both and the better one is what ``eval``/``predict`` use.
+    max_nonfinite: stop after this many updates in a row with a non-finite loss or gradient."""
 
-    label_smoothing: float = 0.1
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    mixup_prob: float = 1.0
-    mixup_switch_prob: float = 0.5
     ema: bool = True
     ema_decay: float = 0.998
-    teacher: str | None = None
-    teacher_checkpoint: str | None = None
-    distill_weight: float = 0.5
     max_nonfinite: int = 5
 
 
@@ -138,10 +123,11 @@ class RunConfig:
     seed: int = 0
     dir: str | None = None
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
+    tf32: bool = True
     compile: bool = False
     fsdp: bool = False
-    num_workers: int = 1
+    num_workers: int | None = None
     threads: int | None = None
     eval_batch_size: int = 256
     eval_every: int = 1
@@ -151,8 +137,13 @@ class RunConfig:
     report: bool = True
 
 
+def _default_task() -> TaskOptions:
+    return get_task(DEFAULT_TASK).options_class()
+
+
 @dataclass
 class TrainConfig:
+    task: TaskOptions = field(default_factory=_default_task)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=_demo_data)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -177,22 +168,20 @@ def check_config(cfg: TrainConfig) -> None:
     need(o.lr > 0, "optim.lr", "> 0", o.lr)
     need(o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)
     need(o.clip_grad is None or o.clip_grad >= 0, "optim.clip_grad", "None or >= 0", o.clip_grad)
-    need(0 <= r.label_smoothing < 1, "recipe.label_smoothing", "in [0, 1)", r.label_smoothing)
-    need(r.mixup >= 0 and r.cutmix >= 0, "recipe.mixup/cutmix", "alphas >= 0", (r.mixup, r.cutmix))
-    need(0 <= r.mixup_prob <= 1, "recipe.mixup_prob", "in [0, 1]", r.mixup_prob)
     need(0 < r.ema_decay < 1, "recipe.ema_decay", "in (0, 1)", r.ema_decay)
-    need(0 <= r.distill_weight <= 1, "recipe.distill_weight", "in [0, 1]", r.distill_weight)
     need(r.max_nonfinite >= 1, "recipe.max_nonfinite", ">= 1", r.max_nonfinite)
-    need((r.teacher is None) == (r.teacher_checkpoint is None), "recipe.teacher and recipe.teacher_checkpoint",
-         "both set or both null", (r.teacher, r.teacher_checkpoint))
     need(run.precision in PRECISIONS, "run.precision", f"one of {PRECISIONS}", run.precision)
-    need(run.num_workers >= 0, "run.num_workers", ">= 0", run.num_workers)
+    need(run.num_workers is None or run.num_workers >= 0, "run.num_workers", "None (auto) or >= 0",
+         run.num_workers)
     need(run.threads is None or run.threads >= 1, "run.threads", "None or >= 1", run.threads)
     need(run.eval_every >= 1, "run.eval_every", ">= 1", run.eval_every)
     need(run.eval_batch_size >= 1, "run.eval_batch_size", ">= 1", run.eval_batch_size)
     need(run.ckpt_every >= 0, "run.ckpt_every", ">= 0", run.ckpt_every)
     need(run.keep_last >= 1, "run.keep_last", ">= 1", run.keep_last)
     need(run.log_every >= 1, "run.log_every", ">= 1", run.log_every)
+    check = getattr(cfg.task, "problems", None)
+    if callable(check):
+        problems += check()
     if problems:
         raise ValueError("invalid training config:\n  " + "\n  ".join(problems))
 
@@ -293,6 +282,45 @@ def _suggest(key: str, valid: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _task_fields(name: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(get_task(name).options_class)]
+
+
+def _owners(key: str) -> list[str]:
+    """Registered tasks whose section has ``key``."""
+    return [t for t in list_tasks() if key in _task_fields(t)]
+
+
+def _build_task(values: dict, prefix: str) -> TaskOptions:
+    """The ``task:`` section → the named task's options; keys of another task's section are named as such."""
+    if not isinstance(values, dict):
+        raise ValueError(f"config key 'task' is a section: expected a mapping with 'name' and the task's options, "
+                         f"got {values!r} (task=NAME on the command line is short for task.name=NAME)")
+    name = values.get("name", DEFAULT_TASK)
+    if not isinstance(name, str):
+        raise ValueError(f"config key 'task.name': expected a task name ({', '.join(list_tasks())}), got {name!r}")
+    cls = get_task(name).options_class  # ValueError listing the known tasks
+    fields = _task_fields(name)
+    for key in values:
+        if key == "name" or key in fields:
+            continue
+        owners = _owners(key)
+        listing = ", ".join(fields) or "(none)"
+        if owners:
+            raise ValueError(f"config key '{prefix}{key}' belongs to task {' / '.join(map(repr, owners))}, not "
+                             f"{name!r}; keys of task {name!r}: {listing}")
+        raise ValueError(f"unknown config key '{prefix}{key}'{_suggest(key, fields)}; keys of task {name!r}: "
+                         f"{listing}")
+    return _build(cls, {k: v for k, v in values.items() if k != "name"}, prefix)
+
+
+def _legacy_hint(full: str) -> str:
+    section, _, key = full.partition(".")
+    if section == "recipe" and key in LEGACY_RECIPE_KEYS:
+        return f"; it moved to 'task.{key}' (the classification task's section)"
+    return ""
+
+
 def _build(cls: type, values: dict, prefix: str):
     hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
@@ -300,10 +328,12 @@ def _build(cls: type, values: dict, prefix: str):
     for key, value in values.items():
         full = f"{prefix}{key}"
         if key not in hints:
-            raise ValueError(f"unknown config key {full!r}{_suggest(key, names)}; valid keys under "
-                             f"{prefix.rstrip('.') or 'the top level'!r}: {', '.join(names)}")
+            raise ValueError(f"unknown config key {full!r}{_suggest(key, names)}{_legacy_hint(full)}; valid keys "
+                             f"under {prefix.rstrip('.') or 'the top level'!r}: {', '.join(names)}")
         tp = hints[key]
-        if dataclasses.is_dataclass(tp):
+        if tp is TaskOptions:
+            kwargs[key] = _build_task(value, f"{full}.")
+        elif dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ValueError(f"config key {full!r} is a section: expected a mapping of "
                                  f"{', '.join(f.name for f in dataclasses.fields(tp))}, got {value!r}")
@@ -318,6 +348,8 @@ def _build(cls: type, values: dict, prefix: str):
 
 def _to_dict(obj) -> dict:
     out = {}
+    if isinstance(obj, TaskOptions):
+        out["name"] = task_of_options(obj).name
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
@@ -333,10 +365,12 @@ def _to_dict(obj) -> dict:
 def _merge(base: dict, layer: dict, prefix: str = "") -> dict:
     """Deep-merge a YAML layer into a copy of ``base``; unknown keys are left for :func:`_build` to report.
     ``model.overrides`` is a leaf: a layer that gives it replaces it, and a layer that sets a new ``model.name``
-    without it gets empty overrides."""
+    without it gets empty overrides. Likewise a layer that names another task starts from that task's defaults."""
     out = dict(base)
     if prefix == "model." and "name" in layer and layer["name"] != base.get("name"):
         out["overrides"] = {}  # the old model's spec fields would not fit the new one
+    if prefix == "task." and "name" in layer and layer["name"] != base.get("name"):
+        out = {"name": layer["name"]}  # the old task's options would not fit the new one
     for key, value in layer.items():
         leaf = f"{prefix}{key}" == "model.overrides"
         if isinstance(value, dict) and isinstance(out.get(key), dict) and not leaf:
@@ -362,24 +396,63 @@ def config_to_yaml(cfg: TrainConfig) -> str:
     return yaml.dump(_to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
 
 
-def config_from_dict(values: dict) -> TrainConfig:
+def migrate_legacy(values: dict) -> dict:
+    """A config written before the tasks layer (a ``recipe:`` section holding the classification keys, no ``task:``
+    section) in today's layout: those keys move to ``task:`` with ``name: classification``. Used for configs
+    inside old checkpoints; a config file with old keys gets an error that names the new key."""
+    recipe = values.get("recipe")
+    if "task" in values or not isinstance(recipe, dict) or not any(k in recipe for k in LEGACY_RECIPE_KEYS):
+        return values
+    out = dict(values)
+    out["recipe"] = {k: v for k, v in recipe.items() if k not in LEGACY_RECIPE_KEYS}
+    out["task"] = {"name": "classification", **{k: v for k, v in recipe.items() if k in LEGACY_RECIPE_KEYS}}
+    return out
+
+
+def _base_values(task_name: str | None) -> dict:
+    """The layer every config starts from: the dataclass defaults, or a non-default task's default config file."""
+    values = _to_dict(TrainConfig())
+    if task_name is None or task_name == DEFAULT_TASK:
+        return values
+    task = get_task(task_name)
+    merged = _merge(values, {"task": {"name": task_name}})
+    if task.default_config is None:
+        return merged
+    from ..resources import find_resource
+
+    path = find_resource("configs", task.default_config)
+    layer = yaml.safe_load(Path(path).read_text()) or {}
+    return _merge(merged, layer)
+
+
+def config_from_dict(values: dict, base_task: str | None = None) -> TrainConfig:
+    """``values`` (nested sections) over the defaults of its task (``task.name``, else ``base_task``)."""
     if not isinstance(values, dict):
         raise ValueError(f"a training config must be a mapping of sections {list(_SECTIONS)}, got {values!r}")
-    cfg = _build(TrainConfig, _merge(_to_dict(TrainConfig()), values), "")
+    task = values.get("task") if isinstance(values.get("task"), dict) else {}
+    cfg = _build(TrainConfig, _merge(_base_values(task.get("name", base_task)), values), "")
     check_config(cfg)
     return cfg
 
 
-def config_from_yaml(text: str, source: str = "config") -> TrainConfig:
+def config_from_yaml(text: str, source: str = "config", legacy: bool = False) -> TrainConfig:
+    """A config from YAML text. ``legacy``: accept the pre-tasks layout (checkpoints written before it)."""
     try:
         values = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ValueError(f"{source}: not valid YAML: {err}") from err
-    return config_from_dict(values or {})
+    values = values or {}
+    if legacy and isinstance(values, dict):
+        values = migrate_legacy(values)
+    try:
+        return config_from_dict(values)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from err
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """``"optim.lr=3e-4"`` → ``(["optim", "lr"], 3e-4)`` (the value read as YAML)."""
+    """``"optim.lr=3e-4"`` → ``(["optim", "lr"], 3e-4)`` (the value read as YAML); ``"task=NAME"`` →
+    ``(["task", "name"], NAME)``."""
     if "=" not in item:
         raise ValueError(f"override {item!r}: expected key=value, e.g. optim.lr=3e-4 or model.name=deit_tiny_"
                          f"distilled_test")
@@ -391,11 +464,18 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
         value = text
+    if path == ["task"]:
+        path = ["task", "name"]
     return path, value
 
 
 def _check_key(path: list[str]) -> None:
-    """A ``ValueError`` listing the valid keys if ``path`` names no field (free-form dicts accept any subkey)."""
+    """A ``ValueError`` listing the valid keys if ``path`` names no field (free-form dicts accept any subkey; task
+    keys are checked when the section is built, once its task is known)."""
+    if path[0] == "task":
+        if len(path) > 2:
+            raise ValueError(f"config key {'.'.join(path[:2])!r} is a value, not a section; got {'.'.join(path)!r}")
+        return
     cls: Any = TrainConfig
     for depth, key in enumerate(path):
         if not dataclasses.is_dataclass(cls):
@@ -406,8 +486,8 @@ def _check_key(path: list[str]) -> None:
         names = [f.name for f in dataclasses.fields(cls)]
         if key not in names:
             prefix = ".".join(path[:depth]) or "the top level"
-            raise ValueError(f"unknown config key {'.'.join(path)!r}{_suggest(key, names)}; valid keys under "
-                             f"{prefix!r}: {', '.join(names)}")
+            raise ValueError(f"unknown config key {'.'.join(path)!r}{_suggest(key, names)}"
+                             f"{_legacy_hint('.'.join(path))}; valid keys under {prefix!r}: {', '.join(names)}")
         cls = _hints(cls)[key]
 
 
@@ -423,10 +503,12 @@ def _set(values: dict, path: list[str], value) -> None:
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     """A new config with the ``key.sub=value`` overrides applied, in order. ``model.overrides={...}`` replaces the
     spec overrides, ``model.overrides.depth=6`` adds one; if ``model.name`` changes, only the overrides given
-    here are kept."""
+    here are kept. Likewise if ``task.name`` changes, the task section restarts from the new task's defaults plus
+    the task keys given here."""
     values = _to_dict(cfg)
-    base_name = values["model"]["name"]
+    base_name, base_task = values["model"]["name"], values["task"]["name"]
     given: dict | None = None  # model overrides given by this layer
+    task_given: dict = {}  # task keys given by this layer
     for item in overrides:
         path, value = parse_override(item)
         if path[0] not in _SECTIONS:
@@ -442,20 +524,50 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
                 given = dict(given or {})
                 _set(given, path[2:], value)
         _check_key(path)
+        if path[0] == "task":
+            task_given[path[1]] = value
         _set(values, path, value)
     if values["model"]["name"] != base_name:
         values["model"]["overrides"] = given if given is not None else {}
+    if values["task"]["name"] != base_task:
+        values["task"] = dict(task_given)
     cfg = _build(TrainConfig, values, "")
     check_config(cfg)
     return cfg
 
 
+def _task_named(values: dict | None, overrides: list[str]) -> str | None:
+    """The task a config file's values and the overrides name (the last override wins), if any."""
+    name = None
+    if isinstance(values, dict) and isinstance(values.get("task"), dict):
+        name = values["task"].get("name")
+    for item in overrides:
+        if "=" in item:
+            path, value = parse_override(item)
+            if path == ["task", "name"]:
+                name = value
+    return name
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Defaults ← YAML file at ``path`` (optional) ← ``overrides`` (``["optim.lr=3e-4", ...]``)."""
-    cfg = TrainConfig()
+    """Defaults (the task's default config when ``task.name`` is not the default task) ← YAML file at ``path``
+    (optional) ← ``overrides`` (``["optim.lr=3e-4", ...]``)."""
+    overrides = list(overrides or [])
+    values = None
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-        cfg = config_from_yaml(path.read_text(), source=f"config file {str(path)!r}")
-    return apply_overrides(cfg, list(overrides or []))
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {str(path)!r}: not valid YAML: {err}") from err
+        if not isinstance(values, dict):
+            raise ValueError(f"config file {str(path)!r}: expected a mapping of sections {list(_SECTIONS)}, got "
+                             f"{values!r}")
+    task = _task_named(values, overrides)
+    try:
+        base = _build(TrainConfig, _merge(_base_values(task), values or {}), "")
+    except ValueError as err:
+        raise ValueError(f"config file {str(path)!r}: {err}" if path is not None else str(err)) from err
+    return apply_overrides(base, overrides)

@@ -35,7 +35,7 @@ __all__ = [
     "barrier",
     "broadcast_object",
     "cleanup",
-    "default_block_types",
+    "declared_units",
     "init_distributed",
     "load_model_state_dict",
     "make_sampler",
@@ -124,12 +124,17 @@ class FSDPUnsupportedError(RuntimeError):
     """FSDP2 (``fully_shard``) is not available for this torch build / device / backend."""
 
 
-def default_block_types() -> tuple[type[nn.Module], ...]:
-    """The repeated blocks of the registered backbones: the units FSDP2 shards one at a time."""
-    from ..layers import BottleneckBlock, NonLocalBlock, TransformerBlock
-    from ..layers.mbconv import MBConv
-
-    return (TransformerBlock, BottleneckBlock, MBConv, NonLocalBlock)
+def declared_units(model: nn.Module) -> list[nn.Module]:
+    """The FSDP2 wrap units ``model`` declares: its own ``fsdp_units()`` (every backbone has it: its repeated
+    blocks), or else those declared by the modules inside it, outermost first (a task model holding a backbone and a
+    head; a wrapper around a model)."""
+    own = getattr(model, "fsdp_units", None)
+    if callable(own):
+        return list(own())
+    units: list[nn.Module] = []
+    for child in model.children():
+        units += declared_units(child)
+    return units
 
 
 def _fully_shard_api():
@@ -143,14 +148,14 @@ def _fully_shard_api():
 
 
 def wrap_model(model: nn.Module, info: DistInfo, fsdp: bool = False,
-               block_types: Iterable[type[nn.Module]] | None = None) -> nn.Module:
+               units: Iterable[nn.Module] | None = None) -> nn.Module:
     """Move ``model`` to ``info.device`` and wrap it for data-parallel training.
 
     - world size 1: the model itself (moved), no wrapper.
     - ``fsdp=False``: :class:`~torch.nn.parallel.DistributedDataParallel` (``find_unused_parameters=False``; every
       parameter must receive a gradient each step). The module inside is ``unwrap_model(wrapped)``.
-    - ``fsdp=True``: FSDP2, ``fully_shard`` applied to every block (instances of ``block_types``, by default
-      :func:`default_block_types`) and then to the root. Parameters become sharded DTensors; build the optimizer
+    - ``fsdp=True``: FSDP2, ``fully_shard`` applied to each of ``units`` (by default the units the model declares,
+      :func:`declared_units`) and then to the root. Parameters become sharded DTensors; build the optimizer
       *after* wrapping, and save/load weights with :func:`model_state_dict` / :func:`load_model_state_dict`.
 
     Build the optimizer from the returned module's parameters after this call.
@@ -163,14 +168,14 @@ def wrap_model(model: nn.Module, info: DistInfo, fsdp: bool = False,
     if not dist.is_initialized():
         raise RuntimeError(f"world size {info.world_size} but no process group: call init_distributed() first")
     if fsdp:
-        return _wrap_fsdp(model, info, tuple(block_types) if block_types is not None else default_block_types())
+        return _wrap_fsdp(model, info, list(units) if units is not None else declared_units(model))
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [info.device.index] if info.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=False)
 
 
-def _wrap_fsdp(model: nn.Module, info: DistInfo, block_types: tuple[type[nn.Module], ...]) -> nn.Module:
+def _wrap_fsdp(model: nn.Module, info: DistInfo, units: list[nn.Module]) -> nn.Module:
     fully_shard, init_device_mesh = _fully_shard_api()
     backend = dist.get_backend()
     needed = {"cpu": "gloo", "cuda": "nccl"}.get(info.device.type)
@@ -182,9 +187,9 @@ def _wrap_fsdp(model: nn.Module, info: DistInfo, block_types: tuple[type[nn.Modu
     except Exception as e:  # noqa: BLE001 - any failure here means this setup cannot shard
         raise FSDPUnsupportedError(f"FSDP2: cannot build a {info.device.type} device mesh of {info.world_size} "
                                    f"ranks with backend {backend!r}: {e}") from e
-    blocks = [m for m in model.modules() if isinstance(m, block_types) and m is not model]
-    # shard only the outermost matching blocks (a block nested in another block is covered by its parent)
-    outer = [m for m in blocks if not any(m is not p and _contains(p, m) for p in blocks)]
+    units = [m for m in units if m is not model]
+    # shard only the outermost units (a unit nested in another is covered by its parent)
+    outer = [m for m in units if not any(m is not p and _contains(p, m) for p in units)]
     for block in outer:
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)

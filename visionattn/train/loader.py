@@ -99,9 +99,10 @@ def _worker_init(worker_id: int) -> None:
 
 
 def make_loader(dataset: Dataset, sampler, batch_size: int, num_workers: int, drop_last: bool,
-                pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over ``sampler`` with its own generator, so creating its iterator does not draw from (and
-    shift) the global torch RNG; workers (if any) are persistent and ignore SIGINT."""
+                pin_memory: bool = False, collate=None) -> DataLoader:
+    """A DataLoader over ``sampler`` batching with ``collate`` (None: ``default_collate``) and its own generator, so
+    creating its iterator does not draw from (and shift) the global torch RNG; workers (if any) are persistent and
+    ignore SIGINT."""
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=drop_last,
-                      pin_memory=pin_memory, generator=torch.Generator().manual_seed(0),
+                      pin_memory=pin_memory, generator=torch.Generator().manual_seed(0), collate_fn=collate,
                       persistent_workers=num_workers > 0, worker_init_fn=_worker_init if num_workers else None)

@@ -1,13 +1,15 @@
-"""The training loop: :class:`Trainer` (``visionattn train``).
+"""The training loop: :class:`Trainer` (``visionattn train``), the same for every task.
 
-``Trainer(cfg).fit()`` builds the data (``visionattn.data``), the model (``visionattn.models.create_model``), wraps
-it for torchrun (DDP or FSDP2, ``visionattn.train.distributed``), and runs epochs of optimizer updates (each
-``schedule.accum_steps`` micro-batches, :func:`visionattn.train.step.run_update`), evaluating, reporting and
-checkpointing at every epoch end. It returns the run summary.
+``Trainer(cfg).fit()`` asks the task named by ``cfg.task`` (:mod:`visionattn.tasks`) for its data and model, wraps
+the model for torchrun (DDP or FSDP2, ``visionattn.train.distributed``), and runs epochs of optimizer updates (each
+``schedule.accum_steps`` micro-batches, :func:`visionattn.train.step.run_update` summing the task's loss terms),
+evaluating through the task, reporting and checkpointing at every epoch end. It returns the run summary. The trainer
+knows no task by name: a new task needs no edit here.
 
 Resuming: ``Trainer(cfg, resume_state=load_checkpoint(path))`` continues exactly where that checkpoint was taken,
 mid-epoch included: the sampler skips the batches already consumed, and the RNG states (every rank's), optimizer,
-schedule, EMA and scaler are restored, so on CPU the final weights equal an uninterrupted run's bit for bit.
+schedule, EMA, scaler and the task's own state are restored, so on CPU the final weights equal an uninterrupted
+run's bit for bit.
 
 Stopping: SIGTERM / SIGINT finish the current update, write a checkpoint and raise :class:`Interrupted` (exit code
 128 + signal). ``recipe.max_nonfinite`` updates in a row with a non-finite loss or gradient raise
@@ -16,7 +18,7 @@ Stopping: SIGTERM / SIGINT finish the current update, write a checkpoint and rai
 
 from __future__ import annotations
 
-import os
+import json
 import signal
 import sys
 import threading
@@ -26,16 +28,16 @@ from pathlib import Path
 
 import torch
 
-from ..data import DataBundle, build_datasets
+from ..tasks import Evaluation, Progress, StepContext, TaskData, task_of_options
 from . import distributed as D
 from .checkpoint import CheckpointManager, atomic_write_text
-from .config import TrainConfig, check_config, config_to_yaml, spec_overrides
-from .evaluate import EvalResult, evaluate
+from .config import TrainConfig, check_config, config_to_yaml
+from .devices import resolve_precision, resolve_workers, set_threads, tf32_scope
 from .loader import EpochTagged, SeededItems, make_loader
 from .optim import build_optimizer, build_scheduler
-from .results import Meter, finish_report, log_window, make_reporter, run_summary
-from .state import gather_state, restore_state, seed_everything
-from .step import DeiTLoss, TrainModule, run_update
+from .results import Meter, format_metric, log_window, make_reporter
+from .state import Counters, capture_weights, gather_rng, restore_rank_rng, restore_weights, seed_everything
+from .step import run_update
 
 __all__ = ["Trainer", "TrainingStopped", "Interrupted", "NonFiniteLoss", "seed_everything", "default_run_dir"]
 
@@ -62,15 +64,6 @@ class NonFiniteLoss(TrainingStopped):
     exit_code = 3
 
 
-def _set_threads(threads: int | None, num_workers: int, device: torch.device) -> None:
-    """``run.threads``, or by default (CPU training, OMP_NUM_THREADS unset) leave a core to each loader worker:
-    on a busy machine, more compute threads than free cores makes every parallel op wait for a time slice."""
-    if threads:
-        torch.set_num_threads(threads)
-    elif device.type == "cpu" and num_workers and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - num_workers)))
-
-
 def default_run_dir(model_name: str) -> Path:
     return Path("runs") / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{model_name}"
 
@@ -78,12 +71,12 @@ def default_run_dir(model_name: str) -> Path:
 class Trainer:
     """One training run. ``cfg``: the resolved :class:`TrainConfig`. ``run_dir``: overrides ``cfg.run.dir``.
     ``resume_state``: a loaded checkpoint (:func:`~visionattn.train.checkpoint.load_checkpoint`) to continue.
-    ``data``: a ready :class:`~visionattn.data.DataBundle` (default: ``build_datasets(cfg.data)``).
-    ``info``: a :class:`~visionattn.train.distributed.DistInfo` (default: ``init_distributed()``).
+    ``data``: ready :class:`~visionattn.tasks.TaskData` (default: the task's ``build_data(cfg.data)``).
+    ``info``: a :class:`~visionattn.comm.DistInfo` (default: ``init_distributed()``).
     ``log``: where messages go (rank 0 only)."""
 
     def __init__(self, cfg: TrainConfig, run_dir: str | Path | None = None, resume_state: dict | None = None,
-                 data: DataBundle | None = None, info: D.DistInfo | None = None, log=print):
+                 data: TaskData | None = None, info: D.DistInfo | None = None, log=print):
         check_config(cfg)
         self.cfg = cfg
         run = cfg.run
@@ -91,92 +84,59 @@ class Trainer:
         self.device = self.info.device
         self.is_main = self.info.is_main
         self._log = log
-        if run.precision == "fp16" and self.device.type != "cuda":
-            raise ValueError(f"run.precision: fp16 needs a CUDA device (GradScaler), got {self.device}; use bf16")
+        self.precision = resolve_precision(run.precision, self.device)
         if run.fsdp and cfg.recipe.ema:
             raise ValueError("run.fsdp with recipe.ema is not supported (the EMA copy would not be sharded); set "
                              "recipe.ema=false")
-        self.precision = run.precision
+        self.task = task_of_options(cfg.task)(cfg.task)
 
         # -- data --------------------------------------------------------------------------------------------
-        self.data = data if data is not None else build_datasets(cfg.data)
-        self.classes = list(self.data.classes)
-        if getattr(self.data, "in_chans", 3) != 3:
-            raise ValueError(f"the models take 3-channel images, the data gives {self.data.in_chans} "
-                             f"(set data.grayscale_to_rgb=true)")
+        self.data = data if data is not None else self.task.build_data(cfg.data, run.seed)
         world = self.info.world_size
         bs = cfg.schedule.batch_size
         if bs % world:
             raise ValueError(f"schedule.batch_size {bs} is the global batch: expected a multiple of the world size "
                              f"{world}")
         self.batch_size = bs // world  # per rank, per micro-batch
-        if cfg.recipe.mixup or cfg.recipe.cutmix:
-            if self.batch_size % 2:
-                raise ValueError(f"Mixup/CutMix pairs images within a batch: expected an even per-rank batch, got "
-                                 f"{self.batch_size}")
+        self.task.check_batch_size(self.batch_size)
 
-        # -- model, teacher, wrapping ----------------------------------------------------------------------------
+        # -- model, task extras, wrapping --------------------------------------------------------------------------
         seed_everything(run.seed)  # identical initial weights on every rank
-        from ..models import create_model
-
-        self.model = create_model(cfg.model.name, num_classes=len(self.classes), img_size=self.data.img_size,
-                                  pretrained_path=cfg.model.pretrained_path, **spec_overrides(cfg.model))
-        self.teacher = None
-        if cfg.recipe.teacher:
-            self.teacher = create_model(cfg.recipe.teacher, num_classes=len(self.classes),
-                                        img_size=self.data.img_size, pretrained_path=cfg.recipe.teacher_checkpoint)
-            self.teacher.requires_grad_(False).eval().to(self.device)
-        self.train_module = D.wrap_model(TrainModule(self.model, distill=self.teacher is not None), self.info,
-                                         fsdp=run.fsdp)
+        self.model = self.task.build_model(cfg.model, self.data.meta)
+        self.task.setup(self.model, self.device)
+        self.train_module = D.wrap_model(self.task.train_module(self.model), self.info, fsdp=run.fsdp)
         if run.compile:
             self.train_module = torch.compile(self.train_module)
         self.optimizer = build_optimizer(self.model, cfg.optim)
-        self.criterion = DeiTLoss(cfg.recipe.label_smoothing, cfg.recipe.distill_weight)
-        self.scaler = torch.amp.GradScaler(self.device.type) if run.precision == "fp16" else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         self.ema = None
         if cfg.recipe.ema:
             from timm.utils import ModelEmaV3
 
             self.ema = ModelEmaV3(self.model, decay=cfg.recipe.ema_decay, use_warmup=True)
-        self.mixup = None
-        if cfg.recipe.mixup or cfg.recipe.cutmix:
-            from timm.data import Mixup
-
-            self.mixup = Mixup(mixup_alpha=cfg.recipe.mixup, cutmix_alpha=cfg.recipe.cutmix,
-                               prob=cfg.recipe.mixup_prob, switch_prob=cfg.recipe.mixup_switch_prob,
-                               label_smoothing=cfg.recipe.label_smoothing, num_classes=len(self.classes))
 
         # -- loaders and schedule ---------------------------------------------------------------------------
+        self.num_workers = resolve_workers(run.num_workers, self.device)
         self.train_items = SeededItems(self.data.train, run.seed)
         self.sampler = D.make_sampler(self.train_items, self.info, shuffle=True, seed=run.seed,
                                       batch_size=self.batch_size, drop_last=True)
-        pin = self.device.type == "cuda"
         self.tagged = EpochTagged(self.sampler)  # (epoch, index) keys: the epoch reaches persistent workers
-        self.loader = make_loader(self.train_items, self.tagged, self.batch_size, run.num_workers, True, pin)
-        self.val_sampler = D.make_sampler(self.data.val, self.info, shuffle=False, seed=run.seed,
-                                          batch_size=run.eval_batch_size, even=True)
-        self.val_valid = len(range(self.info.rank, len(self.data.val), world))  # real items of this rank's shard
-        self.val_loader = make_loader(self.data.val, self.val_sampler, run.eval_batch_size, run.num_workers, False,
-                                      pin)
+        self.loader = make_loader(self.train_items, self.tagged, self.batch_size, self.num_workers, True,
+                                  self.device.type == "cuda", collate=self.data.collate)
+        self._eval_loaders: dict[int, tuple] = {}
         accum = cfg.schedule.accum_steps
         self.updates_per_epoch = (len(self.sampler) // self.batch_size) // accum
         if self.updates_per_epoch < 1:
-            raise ValueError(f"{len(self.data.train)} training images give no full update of schedule.batch_size "
-                             f"{bs} x accum_steps {accum}; expected at least {bs * accum} images")
+            raise ValueError(f"{len(self.data.train)} training samples give no full update of schedule.batch_size "
+                             f"{bs} x accum_steps {accum}; expected at least {bs * accum} samples")
         self.total_steps = self.updates_per_epoch * cfg.schedule.epochs
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, self.updates_per_epoch)
         self.scheduler.step_update(0)
 
         # -- progress state ---------------------------------------------------------------------------------
-        self.epoch = 0  # epochs completed
-        self.step = 0  # optimizer updates done (skipped non-finite ones included)
-        self.batch = 0  # micro-batches of the current epoch done
-        self.best_metric: float | None = None
-        self.nonfinite_total = 0
-        self.nonfinite_consecutive = 0
-        self.last_metrics: dict[str, float] = {}
-        self.eval_weights = "model"
-        self._last_eval: dict[str, EvalResult] = {}
+        self.counters = Counters()
+        self._last_eval: dict[str, Evaluation] = {}
+        self._epoch_train: dict[str, float] = {}
         self._signal: int | None = None
         self._saved_at_step: int | None = None
         self.train_time = 0.0
@@ -190,29 +150,102 @@ class Trainer:
         self.ckpts = CheckpointManager(self.run_dir, run.keep_last) if self.is_main else None
         if self.is_main:
             atomic_write_text(self.run_dir / "config.yaml", config_to_yaml(cfg))
-        self.reporter = make_reporter(self.run_dir, self.classes, self.is_main and run.report)
+        self.reporter = make_reporter(self.run_dir, self.is_main and run.report)
         if resume_state is not None:
             self.load_state_dict(resume_state)
+
+    # -- progress (read-only views of the counters, for callers and tests) --------------------------------------
+    @property
+    def epoch(self) -> int:
+        return self.counters.epoch
+
+    @property
+    def step(self) -> int:
+        return self.counters.step
+
+    @property
+    def batch(self) -> int:
+        return self.counters.batch
+
+    @property
+    def best_metric(self) -> float | None:
+        return self.counters.best_metric
+
+    @property
+    def eval_weights(self) -> str:
+        return self.counters.eval_weights
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.data.meta.get("classes") or [])
 
     # -- messages -------------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
         if self.is_main:
             self._log(message)
 
-    def all_reduce_any(self, flag: bool) -> bool:
-        return D.all_reduce_any(flag, self.info)
-
     # -- state ------------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """Everything a bit-exact resume needs (collective under torchrun: call it on every rank)."""
-        return gather_state(self)
+    def _fsdp(self) -> bool:
+        return self.cfg.run.fsdp and self.info.distributed
 
     def _sampler_state(self) -> dict:
-        return {"epoch": self.epoch, "consumed": self.batch * self.batch_size, "world_size": self.info.world_size}
+        c = self.counters
+        return {"epoch": c.epoch, "consumed": c.batch * self.batch_size, "world_size": self.info.world_size}
+
+    def state_dict(self) -> dict:
+        """Everything a bit-exact resume needs (collective under torchrun: call it on every rank)."""
+        weights, optim = capture_weights(self.train_module, self.model, self.optimizer, self._fsdp())
+        ema = None if self.ema is None else {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()}
+        return {
+            "task": self.task.name,
+            "task_state": self.task.state_dict(),
+            "meta": dict(self.data.meta),
+            "model": weights,
+            "ema": ema,
+            "optimizer": optim,
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            "rng": gather_rng(self.info),
+            "sampler": self._sampler_state(),
+            **self.counters.to_state(),
+            "config": config_to_yaml(self.cfg),
+            "classes": self.classes,
+            "model_name": self.cfg.model.name,
+            "world_size": self.info.world_size,
+            "torch_version": str(torch.__version__),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a checkpoint's state (every rank loads the same file)."""
-        restore_state(self, state)
+        if state.get("task", self.task.name) != self.task.name:
+            raise ValueError(f"the checkpoint was trained for task {state['task']!r}; the config is for task "
+                             f"{self.task.name!r}")
+        if state.get("model_name", self.cfg.model.name) != self.cfg.model.name:
+            raise ValueError(f"checkpoint holds a {state['model_name']!r} model, the config builds "
+                             f"{self.cfg.model.name!r}")
+        saved = state.get("meta") or {}
+        if "classes" in saved and list(saved["classes"]) != self.classes:
+            raise ValueError(f"checkpoint classes {list(saved['classes'])} differ from the data's {self.classes}")
+        restore_weights(self.train_module, self.model, self.optimizer, state["model"], state["optimizer"],
+                        self._fsdp())
+        if self.ema is not None:
+            if state.get("ema") is not None:
+                self.ema.module.load_state_dict(state["ema"])
+            else:
+                self.log("note: the checkpoint has no EMA weights; the EMA restarts from the current weights")
+                self.ema.set(self.model)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.task.load_state_dict(state.get("task_state") or {})
+        self.counters = Counters.from_state(state)
+        self.sampler.load_state_dict(dict(state["sampler"]))
+        # the learning rate is a function of the update count and the (possibly overridden) schedule config; the
+        # scheduler's saved state is kept in the checkpoint for inspection only
+        self.scheduler.step_update(self.step)
+        # last: nothing above may draw from the restored streams
+        if not restore_rank_rng(state["rng"], self.info, reseed=self.cfg.run.seed + 7919 * self.step):
+            self.log(f"note: the checkpoint was written by {len(state['rng'])} process(es), this run has "
+                     f"{self.info.world_size}: RNG streams are reseeded, so the continuation is not bit-identical")
 
     def save_checkpoint(self, is_best: bool = False) -> Path | None:
         """Write the current state (rank 0 writes; every rank must call). Returns the path on rank 0."""
@@ -245,7 +278,7 @@ class Trainer:
     def _check_signal(self) -> None:
         stop = self._signal is not None
         if self.info.distributed:
-            stop = self.all_reduce_any(stop)
+            stop = D.all_reduce_any(stop, self.info)
         if stop:
             signum = self._signal or signal.SIGTERM
             path = None
@@ -261,26 +294,28 @@ class Trainer:
         return the run summary."""
         previous = self._install_signal_handlers()
         threads = torch.get_num_threads()
-        _set_threads(self.cfg.run.threads, self.cfg.run.num_workers, self.device)  # scoped to fit()
+        set_threads(self.cfg.run.threads, self.num_workers, self.device)  # scoped to fit()
         params = sum(p.numel() for p in self.model.parameters())
-        self.log(f"training {self.cfg.model.name} ({params / 1e6:.3f}M params) on {self.cfg.data.name}: "
-                 f"{len(self.data.train)} train / {len(self.data.val)} val images, {len(self.classes)} classes, "
-                 f"{self.cfg.schedule.epochs} epochs x {self.updates_per_epoch} updates, device {self.device}"
-                 f"{f' x {self.info.world_size} processes' if self.info.distributed else ''}, "
-                 f"{torch.get_num_threads()} threads, run dir {self.run_dir}")
+        self.log(f"training {self.cfg.model.name} ({params / 1e6:.3f}M params) for {self.task.name} on "
+                 f"{self.data.description or self.cfg.data.name}: {len(self.data.train)} train / {len(self.data.val)} "
+                 f"val samples, {self.cfg.schedule.epochs} epochs x {self.updates_per_epoch} updates, device "
+                 f"{self.device}{f' x {self.info.world_size} processes' if self.info.distributed else ''}, "
+                 f"{self.precision}{', TF32' if self.device.type == 'cuda' and self.cfg.run.tf32 else ''}, "
+                 f"{torch.get_num_threads()} threads, {self.num_workers} loader workers, run dir {self.run_dir}")
         if self.step:
             self.log(f"resumed at epoch {self.epoch + 1}, update {self.step}/{self.total_steps}")
         try:
-            while self.epoch < self.cfg.schedule.epochs:
-                if (until_step is not None and self.step >= until_step) or self._train_epoch(until_step):
-                    where = self.ckpts.path_for(self.step) if self.is_main else None
-                    self.log(f"paused at update {self.step} (--max-steps {until_step}); checkpoint {where}; continue "
-                             f"with --resume")
-                    return self.summary(paused=True)
-                self._end_epoch()
-                self._check_signal()
-            summary = self.summary()
-            self._finish_report(summary)
+            with tf32_scope(self.device.type == "cuda" and self.cfg.run.tf32):
+                while self.epoch < self.cfg.schedule.epochs:
+                    if (until_step is not None and self.step >= until_step) or self._train_epoch(until_step):
+                        where = self.ckpts.path_for(self.step) if self.is_main else None
+                        self.log(f"paused at update {self.step} (--max-steps {until_step}); checkpoint {where}; "
+                                 f"continue with --resume")
+                        return self.summary(paused=True)
+                    self._end_epoch()
+                    self._check_signal()
+                summary = self.summary()
+                self._finish_report(summary)
             self.close()
             return summary
         finally:
@@ -292,63 +327,76 @@ class Trainer:
         """Flush and close the reporter (TensorBoard); a finished ``fit`` does it itself."""
         self.reporter.close()
 
+    def _context(self) -> StepContext:
+        progress = Progress(self.step, self.total_steps, self.epoch, self.updates_per_epoch)
+        return StepContext(progress, self.device, self.precision, self.info)
+
     def _train_epoch(self, until_step: int | None) -> bool:
         """The rest of the current epoch; True if paused at ``until_step``."""
         from tqdm import tqdm
 
-        cfg = self.cfg
+        cfg, c = self.cfg, self.counters
         accum = cfg.schedule.accum_steps
         total_batches = self.updates_per_epoch * accum
         self.sampler.load_state_dict(self._sampler_state())  # start where this epoch stands (resume, re-entry)
-        self.tagged.epoch = self.epoch
+        self.tagged.epoch = c.epoch
         batches = iter(self.loader)
         self.model.train()
-        bar = tqdm(total=self.updates_per_epoch, initial=self.batch // accum, desc=f"epoch {self.epoch + 1}",
+        params = list(self.model.parameters())
+        bar = tqdm(total=self.updates_per_epoch, initial=c.batch // accum, desc=f"epoch {c.epoch + 1}",
                    leave=False, dynamic_ncols=True, disable=not (self.is_main and sys.stdout.isatty()))
         window, epoch_meter = Meter(), Meter()
         try:
-            while self.batch < total_batches:
+            while c.batch < total_batches:
                 t_step = time.perf_counter()
                 micro = [next(batches) for _ in range(accum)]
-                result = run_update(self, micro)
-                self.batch += accum
-                self.step += 1
+                ctx = self._context()
+                result = run_update(self.train_module, params, self.optimizer, micro,
+                                    lambda module, batch, ctx=ctx: self.task.loss(module, batch, ctx),
+                                    device=self.device, precision=self.precision, info=self.info,
+                                    scaler=self.scaler, clip_grad=cfg.optim.clip_grad,
+                                    before_step=lambda ctx=ctx: self.task.before_step(self.model, ctx))
+                c.batch += accum
+                c.step += 1
                 self.train_time += time.perf_counter() - t_step
                 if result.skipped:
-                    self.nonfinite_total += 1
-                    self.nonfinite_consecutive += 1
-                    self.log(f"warning: update {self.step}: non-finite loss or gradient (loss {result.loss}, grad "
-                             f"norm {result.grad_norm}); update skipped ({self.nonfinite_consecutive} in a row, "
-                             f"{self.nonfinite_total} in all)")
-                    if self.nonfinite_consecutive >= cfg.recipe.max_nonfinite:
+                    c.nonfinite_total += 1
+                    c.nonfinite_consecutive += 1
+                    self.log(f"warning: update {c.step}: non-finite loss or gradient (loss {float(result.loss)}, "
+                             f"grad norm {float(result.grad_norm)}); update skipped ({c.nonfinite_consecutive} in a "
+                             f"row, {c.nonfinite_total} in all)")
+                    if c.nonfinite_consecutive >= cfg.recipe.max_nonfinite:
                         raise NonFiniteLoss(
-                            f"stopping: {self.nonfinite_consecutive} updates in a row had a non-finite loss or "
+                            f"stopping: {c.nonfinite_consecutive} updates in a row had a non-finite loss or "
                             f"gradient (recipe.max_nonfinite={cfg.recipe.max_nonfinite}) at epoch "
-                            f"{self.epoch + 1}, update {self.step}; try a lower optim.lr, optim.clip_grad, or "
+                            f"{c.epoch + 1}, update {c.step}; try a lower optim.lr, optim.clip_grad, or "
                             f"run.precision=fp32. Last checkpoint: {self._latest_checkpoint()}")
                 else:
-                    self.nonfinite_consecutive = 0
+                    c.nonfinite_consecutive = 0
                     if self.ema is not None:
-                        self.ema.update(self.model, step=self.step)
+                        self.ema.update(self.model, step=c.step)
+                    self.task.after_update(self.model, ctx)
                     window.add(result)
                     epoch_meter.add(result)
-                self.scheduler.step_update(self.step)
+                self.scheduler.step_update(c.step)
                 bar.update(1)
-                if self.step % cfg.run.log_every == 0 or self.batch == total_batches:
-                    log_window(self, window, bar)
+                if c.step % cfg.run.log_every == 0 or c.batch == total_batches:
+                    log_window(window, self.info, self.reporter, c.step, self.total_steps, c.epoch,
+                               c.epoch + c.batch / total_batches, self.optimizer.param_groups[0]["lr"], bar,
+                               self.log)
                     window = Meter()
-                if cfg.run.ckpt_every and self.step % cfg.run.ckpt_every == 0:
+                if cfg.run.ckpt_every and c.step % cfg.run.ckpt_every == 0:
                     self.save_checkpoint()
-                if until_step is not None and self.step >= until_step:
-                    if self._saved_at_step != self.step:
+                if until_step is not None and c.step >= until_step:
+                    if self._saved_at_step != c.step:
                         self.save_checkpoint()
                     return True
-                if self.batch < total_batches:
+                if c.batch < total_batches:
                     self._check_signal()
         finally:
             bar.close()
         totals = epoch_meter.reduced(self.info)
-        self._epoch_train = {"train_loss": totals["loss"], "train_acc": totals["acc"]}
+        self._epoch_train = {f"train_{k}": v for k, v in totals.items() if k not in ("updates", "img_per_s")}
         return False
 
     def _latest_checkpoint(self) -> str:
@@ -359,42 +407,116 @@ class Trainer:
         found = resume_candidates(self.run_dir)
         return str(found[0]) if found else "none yet"
 
-    def evaluate(self) -> dict[str, EvalResult]:
-        """Validation of the trained weights and (if kept) their EMA."""
-        results = {"model": evaluate(self.train_module, self.val_loader, len(self.classes), self.device,
-                                     self.precision, self.info, self.val_valid)}
+    # -- evaluation -----------------------------------------------------------------------------------------------
+    def _eval_loader(self, dataset) -> tuple:
+        """A loader over this rank's shard of ``dataset`` and how many of its items are real (cached per dataset)."""
+        key = id(dataset)
+        if key not in self._eval_loaders:
+            run = self.cfg.run
+            sampler = D.make_sampler(dataset, self.info, shuffle=False, seed=run.seed,
+                                     batch_size=run.eval_batch_size, even=True)
+            valid = len(range(self.info.rank, len(dataset), self.info.world_size))
+            loader = make_loader(dataset, sampler, run.eval_batch_size, self.num_workers, False,
+                                 self.device.type == "cuda", collate=self.data.collate)
+            self._eval_loaders[key] = (dataset, loader, valid)  # the dataset is kept so its id is not reused
+        _, loader, valid = self._eval_loaders[key]
+        return loader, valid
+
+    def evaluate(self) -> dict[str, Evaluation]:
+        """Validation of the trained weights and (if kept) their EMA, through the task."""
+        from ..tasks import EvalContext
+
+        ctx = EvalContext(self.device, self.precision, self.info, self._eval_loader)
+        results = {"model": self.task.evaluate(self.train_module, self.data, ctx)}
         if self.ema is not None:
-            results["ema"] = evaluate(self.ema.module, self.val_loader, len(self.classes), self.device,
-                                      self.precision, self.info, self.val_valid)
+            results["ema"] = self.task.evaluate(self.ema.module, self.data, ctx)
         return results
 
+    def _better(self, a: float, b: float | None) -> bool:
+        """Whether primary-metric value ``a`` beats ``b`` (None: nothing yet) in the task's direction."""
+        if b is None:
+            return True
+        return a > b if self.task.higher_is_better else a < b
+
     def _end_epoch(self) -> None:
-        self.epoch += 1
-        self.batch = 0
-        metrics = dict(getattr(self, "_epoch_train", {}))
+        c = self.counters
+        c.epoch += 1
+        c.batch = 0
+        metrics = dict(self._epoch_train)
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         is_best = False
-        last = self.epoch == self.cfg.schedule.epochs
-        if self.epoch % self.cfg.run.eval_every == 0 or last:
+        last = c.epoch == self.cfg.schedule.epochs
+        if c.epoch % self.cfg.run.eval_every == 0 or last:
             self._last_eval = self.evaluate()
-            metrics.update(self._last_eval["model"].metrics("val_"))
-            if "ema" in self._last_eval:
-                metrics.update(self._last_eval["ema"].metrics("val_ema_"))
-            self.eval_weights = max(self._last_eval, key=lambda k: self._last_eval[k].top1)  # model on ties
-            score = self._last_eval[self.eval_weights].top1
-            is_best = self.best_metric is None or score > self.best_metric
+            for which, prefix in (("model", "val_"), ("ema", "val_ema_")):
+                if which in self._last_eval:
+                    metrics.update({f"{prefix}{k}": v for k, v in self._last_eval[which].metrics.items()})
+            primary = self.task.primary_metric
+            scores = {k: e.metrics[primary] for k, e in self._last_eval.items()}
+            best_name = "model"  # the trained weights on ties
+            for name, score in scores.items():
+                if self._better(score, scores[best_name]):
+                    best_name = name
+            c.eval_weights = best_name
+            is_best = self._better(scores[best_name], c.best_metric)
             if is_best:
-                self.best_metric = score
-        metrics["non_finite_steps"] = self.nonfinite_total
-        self.last_metrics = {k: float(v) for k, v in metrics.items()}
-        self.reporter.log_epoch(self.epoch, metrics)
-        text = "  ".join(f"{k} {100 * v:.2f}%" if k.endswith(("top1", "top5", "acc")) else f"{k} {v:.4g}"
-                         for k, v in metrics.items() if k != "non_finite_steps")
-        self.log(f"epoch {self.epoch}/{self.cfg.schedule.epochs}  {text}")
+                c.best_metric = scores[best_name]
+        metrics["non_finite_steps"] = c.nonfinite_total
+        c.metrics = {k: float(v) for k, v in metrics.items()}
+        self.reporter.log_epoch(c.epoch, metrics)
+        text = "  ".join(f"{k} {format_metric(k, v)}" for k, v in metrics.items() if k != "non_finite_steps")
+        self.log(f"epoch {c.epoch}/{self.cfg.schedule.epochs}  {text}")
         self.save_checkpoint(is_best=is_best)
 
+    # -- the end ------------------------------------------------------------------------------------------------
     def summary(self, paused: bool = False) -> dict:
-        return run_summary(self, paused)
+        """Run facts for the report and ``summary.json``: sizes, steps, time, throughput, best and final
+        validation metrics."""
+        params = sum(p.numel() for p in self.model.parameters())
+        images = self.step * self.cfg.schedule.batch_size * self.cfg.schedule.accum_steps
+        out = {
+            "task": self.task.name,
+            "model": self.cfg.model.name,
+            "params_m": round(params / 1e6, 4),
+            "dataset": self.cfg.data.name,
+            "train_images": len(self.data.train),
+            "val_images": len(self.data.val),
+            "epochs": self.epoch,
+            "steps": self.step,
+            "paused": paused,
+            "train_time_s": round(self.train_time, 2),
+            "train_img_per_s": round(images / self.train_time, 1) if self.train_time else None,
+            f"best_val_{self.task.primary_metric}": self.best_metric,
+            "eval_weights": self.eval_weights,
+            "non_finite_steps": self.counters.nonfinite_total,
+            "skipped_files": len(self.data.skipped or []),
+            "device": str(self.device),
+            "precision": self.precision,
+            "world_size": self.info.world_size,
+            "threads": torch.get_num_threads(),
+            "run_dir": str(self.run_dir),
+        }
+        out.update({k: v for k, v in self.counters.metrics.items() if k.startswith("val")})
+        return out
 
     def _finish_report(self, summary: dict) -> None:
-        finish_report(self, summary)
+        """report.html with the task's sections and attention maps of the weights that evaluated better, and
+        ``summary.json`` (rank 0 writes; FSDP runs skip the pictures, whose forward would need every rank)."""
+        items = []
+        if self.is_main and self.cfg.run.report and not (self.cfg.run.fsdp and self.info.distributed):
+            from .attention_report import attention_items
+
+            model = self.ema.module if self.eval_weights == "ema" else self.model
+            items = self.task.report(model, self.data, self._last_eval.get(self.eval_weights), self.device)
+            inputs = self.task.report_inputs(self.data, 4)
+            if inputs is not None:
+                items += attention_items(self.task.attention_model(model), inputs[0], inputs[1], self.device)
+        self.reporter.finish(summary, config_to_yaml(self.cfg), items)
+        if self.is_main:
+            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+            primary = self.task.primary_metric
+            final = "  ".join(f"{name} {format_metric(primary, e.metrics.get(primary))}"
+                              for name, e in self._last_eval.items())
+            self.log(f"done: final val {primary} {final}; best {format_metric(primary, self.best_metric)} "
+                     f"(best.pt); {self.step} updates in {self.train_time:.1f}s of training; report "
+                     f"{self.run_dir / 'report.html'}")

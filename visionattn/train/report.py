@@ -7,8 +7,9 @@
       metrics.csv      one row per epoch: epoch, then the metrics (train_loss, val_acc1, lr, ...)
       tensorboard/     TensorBoard event files: scalars train/<name> by step, epoch/<name> by epoch
       curves.png       loss / accuracy / learning-rate panels against epoch, from metrics.csv
-      confusion.png    the validation confusion matrix with class names
-      report.html      one self-contained page (images inline, no external CSS/JS/fonts, opens offline)
+      report.html      one self-contained page (images inline, no external CSS/JS/fonts, opens offline): final
+                       metrics, run summary, curves, the task's sections (e.g. the confusion matrix and sample
+                       predictions of classification) and attention maps of a few validation images
 
 Only rank 0 reports: build the reporter with ``enabled=info.is_main`` and every other rank's reporter does nothing
 (it creates no file and no directory).
@@ -28,9 +29,7 @@ import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
-
-from .report_html import atomic_write, confusion_png, curves_png, render_report
+from .report_html import atomic_write, curves_png, render_report
 
 __all__ = ["RunReporter", "read_csv_columns"]
 
@@ -139,15 +138,11 @@ class RunReporter:
     """CSV + TensorBoard logging during training and the report at the end (see the module docstring for the files).
 
     run_dir: the run directory (created if needed).
-    classes: class names, index = label.
     enabled: ``False`` on non-zero ranks: every method then does nothing and nothing is written.
     """
 
-    def __init__(self, run_dir: str | Path, classes: list[str], enabled: bool = True):
+    def __init__(self, run_dir: str | Path, enabled: bool = True):
         self.run_dir = Path(run_dir)
-        self.classes = [str(c) for c in classes]
-        if not self.classes:
-            raise ValueError("classes: expected at least one class name, got an empty list")
         self.enabled = bool(enabled)
         self._writer = None
         self._closed = False
@@ -186,57 +181,33 @@ class RunReporter:
         self._writer.flush()
 
     # ------------------------------------------------------------------------------------------------- report
-    def _check_confusion(self, confusion) -> np.ndarray | None:
-        if confusion is None:
-            return None
-        cm = np.asarray(confusion.detach().cpu() if hasattr(confusion, "detach") else confusion)
-        n = len(self.classes)
-        if cm.shape != (n, n):
-            raise ValueError(f"confusion: expected shape ({n}, {n}) for {n} classes, got {cm.shape}")
-        if not np.all(np.isfinite(cm)) or np.any(cm < 0):
-            raise ValueError("confusion: expected non-negative finite counts")
-        return cm
+    def finish(self, summary: dict, config_yaml: str, items: Sequence = ()) -> Path:
+        """Write curves.png and report.html; return the path of report.html.
 
-    def _check_samples(self, samples) -> list[tuple]:
-        n = len(self.classes)
-        checked = []
-        for i, sample in enumerate(samples or []):
-            if not isinstance(sample, Sequence) or len(sample) != 3:
-                raise ValueError(f"samples[{i}]: expected (image, true_index, predicted_index), got {type(sample)}")
-            image, true, pred = sample
-            true, pred = int(true), int(pred)
-            if not (0 <= true < n and 0 <= pred < n):
-                raise ValueError(f"samples[{i}]: expected class indices in [0, {n}), got true={true}, pred={pred}")
-            checked.append((image, true, pred))
-        return checked
-
-    def finish(self, summary: dict, config_yaml: str, confusion: np.ndarray,
-               samples: list[tuple[object, int, int]]) -> Path:
-        """Write curves.png, confusion.png and report.html; return the path of report.html.
-
-        summary: run facts shown as a table (e.g. wall time, best accuracy, ``skipped_files`` (a count or a list of
-            names), ``non_finite_steps``); keys about skipped/non-finite/failed things are highlighted when non-zero.
+        summary: run facts shown as a table (e.g. wall time, ``skipped_files`` (a count or a list of names),
+            ``non_finite_steps``); keys about skipped/non-finite/failed things are highlighted when non-zero. Metrics
+            that the final-metrics table shows (``val_*``) are not repeated.
         config_yaml: the resolved config, shown verbatim.
-        confusion: (C, C) counts, rows true class, columns predicted (``None`` leaves it out).
-        samples: validation images to show, ``(image (3, H, W) float in [0, 1], true_index, predicted_index)``.
+        items: the task's sections and attention maps (:class:`visionattn.tasks.ReportItem`), in order; a picture
+            with a ``filename`` is also written into the run directory.
         """
         html_path = self.run_dir / "report.html"
         if not self.enabled:
             return html_path
-        cm = self._check_confusion(confusion)
-        checked = self._check_samples(samples)
         if self._writer is not None:
             self._writer.flush()
         columns = read_csv_columns(self.run_dir / "metrics.csv")
         curves = curves_png("epoch", columns)
         atomic_write(self.run_dir / "curves.png", curves)
-        cm_png = None
-        if cm is not None:
-            cm_png = confusion_png(cm, self.classes)
-            atomic_write(self.run_dir / "confusion.png", cm_png)
+        for item in items:
+            if item.png is not None and item.filename:
+                if Path(item.filename).name != item.filename:
+                    raise ValueError(f"report item {item.title!r}: filename must be a plain file name, got "
+                                     f"{item.filename!r}")
+                atomic_write(self.run_dir / item.filename, item.png)
+        shown = {k: v for k, v in (summary or {}).items() if k not in columns}
         page = render_report(title=f"Run {self.run_dir.resolve().name}", x_name="epoch", columns=columns,
-                             summary=dict(summary or {}), config_yaml=str(config_yaml or ""), curves=curves,
-                             confusion_plot=cm_png, confusion=cm, classes=self.classes, samples=checked)
+                             summary=shown, config_yaml=str(config_yaml or ""), curves=curves, items=list(items))
         atomic_write(html_path, page.encode("utf-8"))
         return html_path
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 import os
 import tempfile
@@ -19,15 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..plotting import figure as _figure
+from ..plotting import png_bytes as _png_bytes
+
 __all__ = [
     "atomic_write",
-    "confusion_png",
     "curves_png",
-    "image_png",
     "render_report",
 ]
-
-_PNG_META = {"Software": None}  # matplotlib otherwise stamps its name and URL into every PNG
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -42,21 +40,6 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png_bytes(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata=_PNG_META)
-    return buf.getvalue()
 
 
 # ------------------------------------------------------------------------------------------------------- curves
@@ -108,78 +91,6 @@ def curves_png(x_name: str, columns: Mapping[str, Sequence[float]]) -> bytes:
         if title == "learning rate":
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     return _png_bytes(fig)
-
-
-# ---------------------------------------------------------------------------------------------------- confusion
-def _short(name: str, limit: int = 18) -> str:
-    return name if len(name) <= limit else name[: limit - 1] + "…"
-
-
-def confusion_png(confusion: np.ndarray, classes: Sequence[str]) -> bytes:
-    """The confusion matrix (rows: true class, columns: predicted), coloured by the fraction of each row so rare
-    classes read as clearly as common ones, with counts written in the cells when there are at most 20 classes."""
-    cm = np.asarray(confusion, dtype=np.float64)
-    n = cm.shape[0]
-    row = cm.sum(axis=1, keepdims=True)
-    frac = np.divide(cm, row, out=np.zeros_like(cm), where=row > 0)
-    side = min(max(4.0, 0.45 * n + 2.5), 22.0)
-    fig = _figure(side + 1.2, side)
-    ax = fig.add_subplot()
-    im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
-    total = cm.sum()
-    acc = np.trace(cm) / total if total > 0 else float("nan")
-    ax.set_title(f"confusion matrix: {int(total)} samples, accuracy {acc:.2%}")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if n <= 40:
-        ticks = np.arange(n)
-        labels = [_short(c) for c in classes]
-        ax.set_xticks(ticks, labels, rotation=45 if max(map(len, labels), default=0) > 2 else 0, ha="right"
-                      if max(map(len, labels), default=0) > 2 else "center", fontsize=8 if n > 15 else 10)
-        ax.set_yticks(ticks, labels, fontsize=8 if n > 15 else 10)
-    if n <= 20:
-        for i in range(n):
-            for j in range(n):
-                if cm[i, j]:
-                    ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
-                            color="white" if frac[i, j] > 0.5 else "black")
-    return _png_bytes(fig)
-
-
-# ------------------------------------------------------------------------------------------------------- images
-def image_png(image, min_side: int = 96, max_side: int = 160) -> bytes:
-    """A PNG of one image: (3, H, W), (1, H, W) or (H, W), float with values in [0, 1] (tensor or array).
-
-    Display only: an image whose values fall outside [0, 1] (e.g. still normalised) is min-max rescaled rather than
-    clipped; small images are enlarged with nearest-neighbour (8×8 digits stay crisp), large ones reduced.
-    """
-    from PIL import Image
-
-    arr = image.detach().cpu().float().numpy() if hasattr(image, "detach") else np.asarray(image, dtype=np.float32)
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3 or arr.shape[0] not in (1, 3):
-        raise ValueError(f"sample image: expected shape (3, H, W), (1, H, W) or (H, W), got {tuple(arr.shape)}")
-    arr = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < -0.01 or hi > 1.01:
-        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-    arr = np.clip(arr, 0.0, 1.0)
-    pixels = (arr.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
-    img = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
-    w, h = img.size
-    short, long_ = min(w, h), max(w, h)
-    if short < min_side:
-        scale = max(1, math.ceil(min_side / short))
-        scale = max(1, min(scale, max(1, (max_side * 2) // long_)))
-        img = img.resize((w * scale, h * scale), Image.Resampling.NEAREST)
-    elif long_ > max_side:
-        scale = max_side / long_
-        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------------------------------------- html
@@ -288,45 +199,50 @@ def _metrics_section(x_name: str, columns: Mapping[str, Sequence]) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def _per_class_section(confusion: np.ndarray, classes: Sequence[str]) -> str:
-    cm = np.asarray(confusion, dtype=np.int64)
-    support = cm.sum(axis=1)
-    correct = np.diag(cm)
-    predicted = cm.sum(axis=0)
-    rows = []
-    for i, name in enumerate(classes):
-        recall = correct[i] / support[i] if support[i] else float("nan")
-        precision = correct[i] / predicted[i] if predicted[i] else float("nan")
-        rows.append(f'<tr><th>{_esc(name)}</th><td class="num">{support[i]}</td><td class="num">{correct[i]}</td>'
-                    f'<td class="num">{_esc(_fmt(recall))}</td><td class="num">{_esc(_fmt(precision))}</td></tr>')
-    table = ("<table><tr><th>class</th><th>samples</th><th>correct</th><th>accuracy (recall)</th>"
-             f"<th>precision</th></tr>{''.join(rows)}</table>")
-    return f"<details{' open' if len(classes) <= 20 else ''}><summary>per-class accuracy</summary>{table}</details>"
+def _table(rows: Sequence[Mapping]) -> str:
+    if not rows:
+        return "<p>(empty table)</p>"
+    keys = list(rows[0])
+    head = "".join(f"<th>{_esc(k)}</th>" for k in keys)
+    body = []
+    for row in rows:
+        cells = []
+        for k in keys:
+            v = row.get(k)
+            numeric = isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+            cells.append(f'<td class="num">{_esc(_fmt(v))}</td>' if numeric else f"<td>{_esc(_fmt(v))}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    table = f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    return table if len(rows) <= 20 else f"<details><summary>{len(rows)} rows</summary>{table}</details>"
 
 
-def _samples_section(samples: Sequence[tuple], classes: Sequence[str]) -> str:
-    if not samples:
-        return "<p>no validation samples given</p>"
+def _grid(grid) -> str:
     figs = []
-    n_ok = 0
-    for image, true, pred in samples:
-        ok = true == pred
-        n_ok += ok
-        mark = "✓" if ok else "✗"
-        caption = (f'<span class="mark">{mark}</span> true: {_esc(classes[true])}'
-                   + ("" if ok else f"<br>pred: {_esc(classes[pred])}"))
-        title = f"true {classes[true]}, predicted {classes[pred]}"
-        figs.append(f'<figure class="{"ok" if ok else "bad"}"><img src="{_data_uri(image_png(image))}" '
-                    f'alt="{_esc(title)}" title="{_esc(title)}"><figcaption>{caption}</figcaption></figure>')
-    return (f"<p>{n_ok} of {len(samples)} shown predictions are right (green ✓); wrong ones (red ✗) show the "
-            f"predicted class.</p><div class=\"grid\">{''.join(figs)}</div>")
+    for cell in grid:
+        cls = "" if cell.ok is None else (' class="ok"' if cell.ok else ' class="bad"')
+        figs.append(f'<figure{cls}><img src="{_data_uri(cell.png)}" alt="{_esc(cell.caption)}" '
+                    f'title="{_esc(cell.caption)}"><figcaption>{_esc(cell.caption)}</figcaption></figure>')
+    return f'<div class="grid">{"".join(figs)}</div>'
+
+
+def _item_section(item) -> str:
+    """One :class:`visionattn.tasks.ReportItem`: title, text, picture, table, grid (whichever it has)."""
+    parts = [f"<h2>{_esc(item.title)}</h2>"]
+    if item.text:
+        parts.append(f"<p>{_esc(item.text)}</p>")
+    if item.png is not None:
+        parts.append(f'<img class="plot" src="{_data_uri(item.png)}" alt="{_esc(item.title)}">')
+    if item.table is not None:
+        parts.append(_table(item.table))
+    if item.grid:
+        parts.append(_grid(item.grid))
+    return "\n".join(parts)
 
 
 def render_report(*, title: str, x_name: str, columns: Mapping[str, Sequence], summary: Mapping, config_yaml: str,
-                  curves: bytes, confusion_plot: bytes | None, confusion: np.ndarray | None, classes: Sequence[str],
-                  samples: Sequence[tuple]) -> str:
-    """The report as one HTML string: final metrics, summary, curves, confusion matrix, validation samples, config.
-    ``samples`` are ``(image, true_index, predicted_index)`` with validated integer indices."""
+                  curves: bytes, items: Sequence = ()) -> str:
+    """The report as one HTML string: final metrics, summary, curves, the task's sections (``items``, each a
+    :class:`visionattn.tasks.ReportItem`), config."""
     import importlib.metadata
 
     import torch
@@ -336,11 +252,7 @@ def render_report(*, title: str, x_name: str, columns: Mapping[str, Sequence], s
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
     when = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    if confusion is not None and confusion_plot is not None:
-        confusion_html = (f'<img class="plot" src="{_data_uri(confusion_plot)}" alt="confusion matrix">'
-                          + _per_class_section(confusion, classes))
-    else:
-        confusion_html = "<p>no confusion matrix given</p>"
+    task = summary.get("task")
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -348,18 +260,15 @@ def render_report(*, title: str, x_name: str, columns: Mapping[str, Sequence], s
         f"<title>{_esc(title)} — visionattn run report</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{_esc(title)}</h1>",
-        f'<p class="meta">visionattn {_esc(version)} · torch {_esc(torch.__version__)} · {len(classes)} classes'
-        f" · report written {_esc(when)}</p>",
+        f'<p class="meta">visionattn {_esc(version)} · torch {_esc(torch.__version__)}'
+        + (f" · task {_esc(task)}" if task else "") + f" · report written {_esc(when)}</p>",
         "<h2>Final metrics</h2>",
         _metrics_section(x_name, columns),
         "<h2>Run summary</h2>",
         _summary_section(summary),
         "<h2>Training curves</h2>",
         f'<img class="plot" src="{_data_uri(curves)}" alt="training curves">',
-        "<h2>Confusion matrix (validation)</h2>",
-        confusion_html,
-        "<h2>Validation samples</h2>",
-        _samples_section(samples, classes),
+        *(_item_section(item) for item in items),
         "<h2>Configuration</h2>",
         f"<pre>{_esc(config_yaml)}</pre>",
         "</body></html>",

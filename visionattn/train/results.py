@@ -1,124 +1,96 @@
-"""The end of a run: the summary, the report (curves, confusion matrix, sample predictions), ``summary.json``.
+"""What a run reports while it trains: windowed training metrics, log lines, the reporter.
 
-Functions of a :class:`~visionattn.train.loop.Trainer` (``self``). The reporter is
-``visionattn.train.report.RunReporter`` on rank 0 with ``run.report``, a no-op otherwise.
+:class:`Meter` sums :class:`~visionattn.train.step.StepResult` s on the device and reads them once per logging
+window. The reporter is ``visionattn.train.report.RunReporter`` on rank 0 with ``run.report``, a no-op otherwise.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 
 import torch
 
-from ..data import denormalize
-from .checkpoint import atomic_write_text
-from .config import config_to_yaml
+from ..comm import DistInfo, all_reduce_sum
 
-__all__ = ["Meter", "log_window", "run_summary", "finish_report", "sample_predictions", "make_reporter"]
+__all__ = ["Meter", "format_metric", "log_window", "make_reporter"]
 
 
 class Meter:
-    """Training loss / accuracy / throughput since it was made (non-skipped updates of this rank);
-    :meth:`reduced` sums over the ranks (a collective under torchrun: every rank calls it at the same update)."""
+    """Training loss, its terms, the task's stats and throughput since the meter was made (non-skipped updates of
+    this rank); :meth:`reduced` sums over the ranks (a collective under torchrun: every rank calls it at the same
+    update)."""
 
     def __init__(self):
-        self.loss, self.updates, self.correct, self.images = 0.0, 0, 0, 0
+        self.updates, self.samples = 0, 0
+        self.loss: torch.Tensor | float = 0.0
+        self.terms: dict[str, torch.Tensor] = {}
+        self.stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.start = time.perf_counter()
 
     def add(self, result) -> None:
-        self.loss += result.loss
+        self.loss = self.loss + result.loss.detach().double()
         self.updates += 1
-        self.correct += result.correct
-        self.images += result.images
+        self.samples += result.samples
+        for name, value in result.terms.items():
+            self.terms[name] = self.terms.get(name, 0) + value.double()
+        for name, (num, den) in result.stats.items():
+            old = self.stats.get(name, (0, 0))
+            self.stats[name] = (old[0] + num.double(), old[1] + den.double())
 
-    def reduced(self, info) -> dict:
-        from .distributed import all_reduce_sum
-
+    def reduced(self, info: DistInfo) -> dict[str, float]:
+        """``loss``, ``loss_<term>``, each stat as a ratio, ``img_per_s`` and ``updates``, over every rank."""
         seconds = time.perf_counter() - self.start
-        loss, updates, correct, images = (all_reduce_sum(float(v), info) if info.distributed else float(v)
-                                          for v in (self.loss, self.updates, self.correct, self.images))
-        return {"loss": loss / updates if updates else math.nan, "acc": correct / images if images else math.nan,
-                "img_per_s": images / max(seconds, 1e-9), "updates": updates}
+        names = list(self.terms)
+        stat_names = list(self.stats)
+        values = [float(self.loss), float(self.updates), float(self.samples)]
+        values += [float(self.terms[n]) for n in names]
+        for n in stat_names:
+            values += [float(self.stats[n][0]), float(self.stats[n][1])]
+        if info.distributed:  # one collective for the whole window
+            values = all_reduce_sum(torch.tensor(values, dtype=torch.float64), info).tolist()
+        loss, updates, samples = values[:3]
+        out = {"loss": loss / updates if updates else math.nan}
+        for i, name in enumerate(names):
+            out[f"loss_{name}"] = values[3 + i] / updates if updates else math.nan
+        base = 3 + len(names)
+        for i, name in enumerate(stat_names):
+            num, den = values[base + 2 * i], values[base + 2 * i + 1]
+            out[name] = num / den if den else math.nan
+        out["img_per_s"] = samples / max(seconds, 1e-9)
+        out["updates"] = updates
+        return out
 
 
-def log_window(self, meter: Meter, bar) -> None:
-    """One ``steps.csv`` row / progress-bar update / log line (without a TTY) for the updates in ``meter``."""
-    totals = meter.reduced(self.info)
+def log_window(meter: Meter, info: DistInfo, reporter, step: int, total_steps: int, epoch: int,
+               epoch_position: float, lr: float, bar, log) -> None:
+    """One ``steps.csv`` row / progress-bar update / log line (without a TTY) for the updates in ``meter``.
+    ``epoch``: the epoch being trained (0-based); ``epoch_position``: fractional epochs done (e.g. 1.25)."""
+    totals = meter.reduced(info)
     if not totals["updates"]:
         return
-    lr = self.optimizer.param_groups[0]["lr"]
-    metrics = {"loss": totals["loss"], "acc": totals["acc"], "img_per_s": totals["img_per_s"], "lr": lr,
-               "epoch": self.epoch + self.batch / (self.updates_per_epoch * self.cfg.schedule.accum_steps)}
-    self.reporter.log_step(self.step, metrics)
+    metrics = {k: v for k, v in totals.items() if k != "updates"}
+    metrics.update(lr=lr, epoch=epoch_position)
+    reporter.log_step(step, metrics)
+    shown = {k: v for k, v in totals.items() if k not in ("loss", "img_per_s", "updates") and
+             not k.startswith("loss_")}
     if bar.disable:
-        self.log(f"epoch {self.epoch + 1} step {self.step}/{self.total_steps}  loss {metrics['loss']:.4f}  "
-                 f"acc {100 * metrics['acc']:.1f}%  {metrics['img_per_s']:.0f} img/s  lr {lr:.2e}")
+        stats = "".join(f"  {k} {100 * v:.1f}%" for k, v in shown.items())
+        log(f"epoch {epoch + 1} step {step}/{total_steps}  loss {metrics['loss']:.4f}{stats}  "
+            f"{metrics['img_per_s']:.0f} img/s  lr {lr:.2e}")
     else:
-        bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{100 * metrics['acc']:.1f}%",
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", **{k: f"{100 * v:.1f}%" for k, v in shown.items()},
                         img_s=f"{metrics['img_per_s']:.0f}", lr=f"{lr:.1e}")
 
 
-def run_summary(self, paused: bool = False) -> dict:
-    """Run facts for the report and ``summary.json``: sizes, steps, time, throughput, final/best accuracy."""
-    params = sum(p.numel() for p in self.model.parameters())
-    images = self.step * self.cfg.schedule.batch_size * self.cfg.schedule.accum_steps
-    out = {
-        "model": self.cfg.model.name,
-        "params_m": round(params / 1e6, 4),
-        "dataset": self.cfg.data.name,
-        "train_images": len(self.data.train),
-        "val_images": len(self.data.val),
-        "epochs": self.epoch,
-        "steps": self.step,
-        "paused": paused,
-        "train_time_s": round(self.train_time, 2),
-        "train_img_per_s": round(images / self.train_time, 1) if self.train_time else None,
-        "best_val_top1": self.best_metric,
-        "eval_weights": self.eval_weights,
-        "non_finite_steps": self.nonfinite_total,
-        "skipped_files": len(getattr(self.data, "skipped", []) or []),
-        "device": str(self.device),
-        "world_size": self.info.world_size,
-        "threads": torch.get_num_threads(),
-        "run_dir": str(self.run_dir),
-    }
-    out.update({k: v for k, v in self.last_metrics.items() if k.startswith("val")})
-    return out
-
-
-def finish_report(self, summary: dict) -> None:
-    """Curves, confusion matrix and sample predictions of the weights that evaluated better (rank 0 writes)."""
-    result = self._last_eval.get(self.eval_weights)
-    if result is None:
-        return
-    samples = []
-    if self.is_main and self.cfg.run.report:
-        model = self.ema.module if self.eval_weights == "ema" else self.model
-        if not (self.cfg.run.fsdp and self.info.distributed):
-            samples = sample_predictions(self, model, 16)
-    self.reporter.finish(summary, config_to_yaml(self.cfg), result.confusion, samples)
-    if self.is_main:
-        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        best = f"{100 * self.best_metric:.2f}%" if self.best_metric is not None else "n/a"
-        final = "  ".join(f"{name} {100 * r.top1:.2f}%" for name, r in self._last_eval.items())
-        self.log(f"done: final val top-1 {final}; best {best} (best.pt); {self.step} updates in "
-                 f"{self.train_time:.1f}s of training; report {self.run_dir / 'report.html'}")
-
-
-@torch.no_grad()
-def sample_predictions(self, model, count: int) -> list:
-    """The first ``count`` validation images as ``(image in [0, 1], true, predicted)`` for the report."""
-    was = model.training
-    model.eval()
-    n = min(count, len(self.data.val))
-    items = [self.data.val[i] for i in range(n)]
-    x = torch.stack([img for img, _ in items]).to(self.device)
-    pred = model(x).argmax(dim=-1).cpu().tolist()
-    model.train(was)
-    return [(denormalize(img, self.cfg.data), int(y), int(p)) for (img, y), p in zip(items, pred, strict=True)]
+def format_metric(name: str, value) -> str:
+    """A metric for a log line: percentages for accuracies (``top1``, ``top5``, ``acc``), 4 digits otherwise."""
+    if value is None:
+        return "n/a"
+    if name.endswith(("top1", "top5", "acc")):
+        return f"{100 * value:.2f}%"
+    return f"{value:.4g}"
 
 
 class _NullReporter:
@@ -128,16 +100,16 @@ class _NullReporter:
     def log_epoch(self, epoch, metrics):
         pass
 
-    def finish(self, summary, config_yaml, confusion, samples):
+    def finish(self, summary, config_yaml, items):
         return None
 
     def close(self):
         pass
 
 
-def make_reporter(run_dir: Path, classes: list[str], enabled: bool):
+def make_reporter(run_dir: Path, enabled: bool):
     if not enabled:
         return _NullReporter()
     from .report import RunReporter
 
-    return RunReporter(run_dir, classes, enabled=True)
+    return RunReporter(run_dir, enabled=True)

@@ -1,17 +1,19 @@
-"""``visionattn predict``: the top-k classes of image files under a training checkpoint's model.
+"""``visionattn predict`` for a classification checkpoint: the top-k classes of image files.
 
 Each image goes through ``visionattn.data.load_image`` (any mode Pillow reads becomes RGB; unreadable files are a
-``BadImage``) and the run's evaluation transform (resize to the trained size, normalise with its mean/std).
+``BadImage``, reported on the file's line) and the run's evaluation transform (resize to the trained size,
+normalise with its mean/std).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
+from torch import nn
 
-from .evaluate import model_from_checkpoint
+from .loss import logits_of
 
 __all__ = ["Prediction", "predict_images", "format_predictions"]
 
@@ -27,17 +29,15 @@ class Prediction:
 
 
 @torch.no_grad()
-def predict_images(checkpoint: str | Path, images: list[str | Path], top_k: int = 5, weights: str = "auto",
-                   batch_size: int = 64, device: str = "cpu") -> list[Prediction]:
-    """Classify ``images`` with the model of ``checkpoint``; one :class:`Prediction` per path, in order."""
-    from ..data import BadImage, build_transform, load_image
+def predict_images(model: nn.Module, classes: Sequence[str], transform, images: Sequence[str], top_k: int = 5,
+                   batch_size: int = 64, device: torch.device | str = "cpu") -> list[Prediction]:
+    """Classify ``images`` (file paths) with ``model``; one :class:`Prediction` per path, in order."""
+    from ...data import BadImage, load_image
 
     if top_k < 1:
         raise ValueError(f"top_k: expected >= 1, got {top_k}")
-    model, cfg, classes, _ = model_from_checkpoint(checkpoint, weights)
     dev = torch.device(device)
-    model.to(dev)
-    transform = build_transform(cfg.data, train=False, in_chans=3)
+    model.to(dev).eval()
     k = min(top_k, len(classes))
     out: list[Prediction | None] = [None] * len(images)
     pending: list[tuple[int, torch.Tensor]] = []
@@ -46,12 +46,11 @@ def predict_images(checkpoint: str | Path, images: list[str | Path], top_k: int 
         if not pending:
             return
         x = torch.stack([t for _, t in pending]).to(dev)
-        probs = model(x).float().softmax(dim=-1).cpu()
+        probs = logits_of(model(x)).float().softmax(dim=-1).cpu()
         p, idx = probs.topk(k, dim=-1)
         for row, (i, _) in enumerate(pending):
-            out[i] = Prediction(str(images[i]), [(classes[j], float(q)) for q, j in zip(p[row].tolist(),
-                                                                                      idx[row].tolist(),
-                                                                                      strict=True)])
+            out[i] = Prediction(str(images[i]), [(classes[j], float(q)) for q, j in
+                                                 zip(p[row].tolist(), idx[row].tolist(), strict=True)])
         pending.clear()
 
     for i, path in enumerate(images):
@@ -65,7 +64,8 @@ def predict_images(checkpoint: str | Path, images: list[str | Path], top_k: int 
     return [p for p in out if p is not None]
 
 
-def format_predictions(predictions: list[Prediction]) -> str:
+def format_predictions(predictions: Sequence[Prediction]) -> list[str]:
+    """One line per image: ``path: class p%  class p% ...`` or ``path: error: reason``."""
     lines = []
     for pred in predictions:
         if pred.error:
@@ -73,4 +73,4 @@ def format_predictions(predictions: list[Prediction]) -> str:
             continue
         ranked = "  ".join(f"{name} {100 * prob:.1f}%" for name, prob in pred.top)
         lines.append(f"{pred.path}: {ranked}")
-    return "\n".join(lines)
+    return lines
