@@ -8,4 +8,5 @@ from . import (  # noqa: F401
     resnet,
     swin,
     vit,
+    vivit,
 )
