@@ -27,7 +27,7 @@ from ..ops.call import AttentionCall
 from ..ops.dispatch import intercept_attention
 from ..ops.patterns import Global, Pattern
 from ..ops.position import RelativeLogits
-from .sizes import to_pair
+from .inputs import example_input
 
 
 def _axis_counts(pattern: Pattern, q_grid: tuple[int, ...], kv_grid: tuple[int, ...]) -> list[Tensor]:
@@ -115,8 +115,11 @@ class AttentionCounter:
         return call.v.new_zeros((B, *call.q_grid, heads, v_dim))
 
 
-def count_flops(model: nn.Module, img_size: int | tuple[int, int], batch: int = 1, in_chans: int = 3) -> dict:
-    """FLOPs of one forward pass of ``model`` on ``(batch, in_chans, H, W)`` random images.
+def count_flops(model: nn.Module, img_size: int | tuple[int, int], batch: int = 1, in_chans: int = 3,
+                frames: int | None = None) -> dict:
+    """FLOPs of one forward pass of ``model`` on ``(batch, in_chans, H, W)`` random images (video models:
+    ``(batch, in_chans, T, H, W)`` clips of ``frames`` or the model's ``num_frames``;
+    :func:`visionattn.models.inputs.example_input`).
 
     Returns ``dict(total=, flops=, macs=, attention=, other=, attention_calls=)``: ``total`` (= ``flops``),
     ``attention`` and ``other`` in FLOPs (2 per multiply-add); ``macs = total // 2`` is timm's/fvcore's "FLOPs".
@@ -125,13 +128,12 @@ def count_flops(model: nn.Module, img_size: int | tuple[int, int], batch: int = 
     is forced onto the math path so that its matmuls are counted.
     The model runs in eval mode under ``torch.no_grad`` on its own device; its train/eval mode is restored.
     """
-    h, w = to_pair(img_size)
     try:
         param = next(model.parameters())
         device, dtype = param.device, param.dtype
     except StopIteration:
         device, dtype = torch.device("cpu"), torch.float32
-    x = torch.randn(batch, in_chans, h, w, device=device, dtype=dtype)
+    x = example_input(model, img_size, batch, in_chans, frames=frames, device=device, dtype=dtype)
     counter = AttentionCounter()
     was_training = model.training
     model.eval()

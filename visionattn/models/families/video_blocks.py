@@ -284,7 +284,8 @@ class DividedSpaceTimeBlock(_VideoBlock):
     1. temporal: ``x += temporal_fc(attn_time(norm_time(x)))`` with ``Axial(0)`` on ``(T, H, W)`` (the class token
        does not take part);
     2. spatial: each frame's tokens with a copy of the class token in slot 0, ``Axial(1)`` on the ``(T, 1 + H·W)``
-       grid (``attn``, ``norm1``); tokens add their output, the class token adds the mean of its T outputs;
+       grid (``attn``, ``norm1``); tokens add their output, the class token adds the mean of its T outputs (over
+       the frames that hold content, with a padding mask);
     3. the MLP on every token (``norm2``, ``mlp``).
 
     ``temporal_fc`` starts at zero when initialised from an image model (TimeSformer's init)."""
@@ -312,6 +313,12 @@ class DividedSpaceTimeBlock(_VideoBlock):
         space = self.drop_path1(self.attn(self.norm1(frames), key_padding_mask=mask, pattern=Axial(1)))
         x = x + space[:, :, P:].reshape(B, T, H, W, C)
         if P:
-            prefix = prefix + space[:, :, :P].mean(dim=1)  # (B, P, C): the mean over frames
+            cls = space[:, :, :P]  # (B, T, P, C): the class token's output in each frame
+            if key_padding_mask is None:
+                prefix = prefix + cls.mean(dim=1)  # (B, P, C): the mean over frames
+            else:  # the mean over the frames that hold content (a padded clip's class token = the clip's alone)
+                content = ~key_padding_mask.flatten(2).all(dim=-1)  # (B, T)
+                weight = content / content.sum(dim=1, keepdim=True).clamp(min=1)  # (B, T)
+                prefix = prefix + torch.where(content[..., None, None], cls, 0.0).mul(weight[..., None, None]).sum(1)
             prefix = self._mlp(prefix)
         return prefix, self._mlp(x)

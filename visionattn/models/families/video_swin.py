@@ -200,7 +200,8 @@ class VideoSwin(Backbone):
         return table.flip(0, 1, 2).permute(3, 0, 1, 2).contiguous()  # (heads, a, b, c) with Δ = key − query
 
 
-VIDEO_SWIN_TAXONOMY = Taxonomy(purity="attention", form="softmax", scales="multi", geometry="video", block="transformer")
+VIDEO_SWIN_TAXONOMY = Taxonomy(purity="attention", form="softmax", scales="multi", geometry="video",
+                               block="transformer")
 _PAPER = "Video Swin Transformer (Liu et al. 2022): 3-D shifted windows"
 register(Preset("video_swin_tiny_patch244_window877", VideoSwin, VideoSwinSpec(), VIDEO_SWIN_TAXONOMY, img_size=224,
                 paper=_PAPER, num_classes=400))

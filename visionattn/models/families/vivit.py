@@ -22,7 +22,7 @@ Models 2–4 have no class token (the paper's models 3 and 4 have none; model 2 
 instead of a per-frame class token) and classify the mean token; models 1 and TimeSformer classify the class
 token. ``forward_features`` gives the final LayerNorm of ``(class token, then the grid tokens in t, h, w raster
 order)`` ``(B, P + N, C)``; ``forward_intermediates`` gives maps ``(B, C, T', H', W')`` (the factorised encoder's
-temporal blocks: ``(B, C, T', 1, 1)``, ``feature_info`` reduction 0 = pooled over space).
+temporal blocks: each frame's token at every position of the frame).
 """
 
 from __future__ import annotations
@@ -177,8 +177,7 @@ class VideoVisionTransformer(Backbone):
             else None
         rates = drop_path_rates(spec.drop_path, spec.blocks)
         self.stages = nn.ModuleList(_make_block(spec, i, rate) for i, rate in enumerate(rates))
-        self.feature_info = [FeatureInfo(C, p if i < spec.depth or spec.variant != "factorised_encoder" else 0,
-                                         f"stages.{i}") for i in range(spec.blocks)]
+        self.feature_info = [FeatureInfo(C, p, f"stages.{i}") for i in range(spec.blocks)]
         self.norm = nn.LayerNorm(C, eps=spec.norm_eps)
         self.head_drop = nn.Dropout(spec.drop_rate)
         self.head: nn.Module = nn.Identity()
@@ -219,10 +218,12 @@ class VideoVisionTransformer(Backbone):
         return [downsample_mask(padding_mask, self.spec.tubelet)] * len(self.stages)
 
     def stage_map(self, state: VideoState, index: int) -> Tensor:
-        """``(B, C, T', H', W')`` (the factorised encoder's frame tokens: ``(B, C, T', 1, 1)``)."""
+        """``(B, C, T', H', W')``; the factorised encoder's temporal blocks hold one token per frame, shown at every
+        position of its frame (the map is the frame token broadcast over the last tubelet grid)."""
         x = state[1]
         if x.ndim == 3:
-            return x.transpose(1, 2)[..., None, None]  # (B, C, T', 1, 1)
+            h, w = self._last_grid[1:]
+            return x.transpose(1, 2)[..., None, None].expand(-1, -1, -1, h, w)  # (B, C, T', H', W')
         return x.permute(0, 4, 1, 2, 3)  # (B, C, T', H', W')
 
     def forward_norm(self, state: VideoState) -> Tensor:
@@ -436,9 +437,11 @@ _PAPERS = {
 }
 
 for _variant in VARIANTS[:4]:
-    # ViViT-B, 32 frames of 224², tubelet 2×16×16 (the paper's model comparison, Table 2); its GELU is JAX's
+    # ViViT-B, 32 frames of 224², tubelet 2×16×16 (the paper's model comparison, Table 2); its GELU is JAX's. The
+    # factorised encoder's spatial transformer is a ViT run per frame: a spatial table shared by the frames (+ time)
+    _pos = "separable" if _variant == "factorised_encoder" else "learned"
     register(Preset(f"vivit_b16x2_{_variant}", VideoVisionTransformer,
-                    VivitSpec(variant=_variant, mlp_act="gelu_tanh"), VIDEO_TAXONOMY, img_size=224,
+                    VivitSpec(variant=_variant, mlp_act="gelu_tanh", pos_embed=_pos), VIDEO_TAXONOMY, img_size=224,
                     paper=_PAPERS[_variant], num_classes=400))
     register(Preset(f"vivit_{_variant}_test", VideoVisionTransformer,
                     VivitSpec(variant=_variant, num_frames=4, tubelet=(2, 8, 8), dim=32, depth=2, heads=2,
