@@ -58,7 +58,8 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_equals_hf_vivit_model():
     """ViViT model 1 (spatio-temporal) with weights converted from HF ``VivitForVideoClassification`` at random init:
     logits, final hidden states and input gradients within 1e-4 relative."""
-    from transformers import VivitConfig, VivitForVideoClassification
+    transformers = pytest.importorskip("transformers")
+    VivitConfig, VivitForVideoClassification = transformers.VivitConfig, transformers.VivitForVideoClassification
 
     torch.manual_seed(0)
     cfg = VivitConfig(image_size=32, num_frames=4, tubelet_size=[2, 8, 8], hidden_size=32, num_hidden_layers=2,
@@ -82,7 +83,9 @@ def test_equals_hf_vivit_model():
 def test_equals_hf_timesformer():
     """TimeSformer divided attention with weights converted from HF ``TimesformerForVideoClassification``: logits and
     hidden states (HF orders tokens space-major: class, then (h, w, t); ours (t, h, w)) within 1e-4 relative."""
-    from transformers import TimesformerConfig, TimesformerForVideoClassification
+    transformers = pytest.importorskip("transformers")
+    TimesformerConfig = transformers.TimesformerConfig
+    TimesformerForVideoClassification = transformers.TimesformerForVideoClassification
 
     torch.manual_seed(0)
     cfg = TimesformerConfig(image_size=32, patch_size=8, num_frames=4, hidden_size=32, num_hidden_layers=2,

@@ -69,6 +69,7 @@ def test_moving_digits_data_and_multi_clip_averaging():
 
 @pytest.mark.filterwarnings("ignore::visionattn.data.config.SkippedImageWarning")
 def test_file_data_split_short_videos_and_skips(tmp_path):
+    pytest.importorskip("av")
     root = tmp_path / "clips"
     for label in ("a", "b"):
         for i in range(3):
@@ -88,6 +89,7 @@ def test_file_data_split_short_videos_and_skips(tmp_path):
 
 
 def test_a_short_run_checkpoints_evaluates_predicts_and_reports(tmp_path):
+    pytest.importorskip("av")
     from visionattn.train.evaluate import evaluate_checkpoint, predict_checkpoint
 
     trainer = Trainer(load_config(overrides=[*TINY, "run.report=true"]), run_dir=tmp_path / "run", log=lambda m: None)
