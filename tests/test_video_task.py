@@ -55,13 +55,16 @@ def test_moving_digits_data_and_multi_clip_averaging():
     assert data.train[0]["video"].shape == (3, 4, 32, 32) and data.val[0]["video"].shape == (3, 3, 4, 32, 32)
     assert "8 train / 6 val videos" in data.description
     task = get_task("video")(opts)
-    torch.manual_seed(0)
-    model = task.build_model(load_config(overrides=TINY).model, data.meta).eval()
+
+    def model(x):  # a stand-in whose 4 logits are pixels of the clip: confident, and different for every clip
+        return 3 * x.flatten(1)[:, 40:44]
+
     batch = {"video": torch.stack([data.val[i]["video"] for i in range(2)]), "label": torch.tensor([0, 1])}
-    with torch.no_grad():
-        out = task.eval_forward(model, batch)
-        each = torch.stack([model(batch["video"][b]).softmax(-1).mean(0) for b in range(2)])  # (2, 4)
+    out = task.eval_forward(model, batch)
+    each = torch.stack([model(batch["video"][b]).softmax(-1).mean(0) for b in range(2)])  # (2, 4)
+    clip_logp = torch.stack([model(batch["video"][b]).log_softmax(-1).mean(0) for b in range(2)])
     torch.testing.assert_close(out, each.log())
+    assert (out - clip_logp).abs().max() > 1e-2  # the mean of the probabilities, not of the log-probabilities
     metric = task.metric(data.meta)
     metric.update(out, batch)
     assert int(metric.confusion.sum()) == 2
@@ -73,7 +76,7 @@ def test_file_data_split_short_videos_and_skips(tmp_path):
     root = tmp_path / "clips"
     for label in ("a", "b"):
         for i in range(3):
-            write_video(root / label / f"{i}.mp4", bar_frames(3 + 3 * i))  # 3, 6, 9 frames
+            write_video(root / label / f"{i}.mp4", bar_frames((3, 5, 9)[i]))  # 5 = a clip's span: not short
     (root / "a" / "bad.mp4").write_bytes(b"nope")
     cfg = DataConfig(name="video_folder", path=str(root), img_size=16, val_fraction=0.34)
     with pytest.warns(UserWarning, match=r"2 videos shorter than a clip \(5 frames\) are looped from their start"):
