@@ -216,7 +216,7 @@ def test_sixteen_bit_values_are_divided_by_257_and_clipped():
     assert img.mode.startswith("I;16")
     assert np.asarray(to_rgb(img))[0, :, 0].tolist() == [0, 0, 1, 1, 1, 37, 128, 255, 255]
     # 32-bit "I" (how older Pillow opens 16-bit PNGs): clipped to [0, 65535] first
-    wide = Image.fromarray(np.array([[-5, 70000, 2570, 65535, 128]], dtype=np.int32))
+    wide = Image.fromarray(np.array([[-70000, 70000, 2570, 65535, 128]], dtype=np.int32))  # -70000/257 wraps
     assert wide.mode == "I"
     rgb = np.asarray(to_rgb(wide))
     assert rgb[0, :, 0].tolist() == [0, 255, 10, 255, 0] and (rgb[..., 0] == rgb[..., 2]).all()
