@@ -37,16 +37,17 @@ def fused_width(width: int) -> int:
 
 
 def batch_mask(mask: Tensor, b: int) -> Tensor:
-    """A tile mask ``(1 | b, m, 1 | h, Tq, Tk)`` as SDPA's 4D ``(b · m, 1 | h, Tq, Tk)`` (a copy when the batch axis
-    is broadcast and ``b > 1``). On :data:`ALIGN_DEVICES` its rows are :data:`MASK_ALIGN`-aligned, copied into an
-    aligned buffer if needed, so SDPA does not pad yet another copy."""
+    """A tile mask ``(1 | b, m, 1 | h, Tq, Tk)`` as SDPA's 4D ``(b · m, 1 | h, Tq, Tk)`` (one copy when the batch axis
+    is broadcast and ``b > 1``: the 4D kernels cannot broadcast a per-tile mask over images). On
+    :data:`ALIGN_DEVICES`, rows not :data:`MASK_ALIGN`-aligned are copied once into an aligned buffer (the copy the
+    broadcast needs anyway), so SDPA does not pad yet another copy of the mask (and of its gradient)."""
     m, tail = mask.shape[1], mask.shape[2:]
-    out = mask.expand(b, m, *tail).reshape(b * m, *tail)  # (b·m, 1|h, Tq, Tk)
-    if mask.device.type not in ALIGN_DEVICES or (out.stride(-1) == 1 and out.stride(-2) % MASK_ALIGN == 0):
-        return out
+    full = mask.expand(b, m, *tail)  # (b, m, 1|h, Tq, Tk)
     tk = tail[-1]
-    buffer = out.new_empty(*out.shape[:-1], -(-tk // MASK_ALIGN) * MASK_ALIGN)[..., :tk]  # aligned rows
-    return buffer.copy_(out)
+    if mask.device.type not in ALIGN_DEVICES or tk % MASK_ALIGN == 0:
+        return full.reshape(b * m, *tail)
+    buffer = mask.new_empty(b, m, *tail[:-1], -(-tk // MASK_ALIGN) * MASK_ALIGN)[..., :tk]  # aligned rows
+    return buffer.copy_(full).reshape(b * m, *tail)  # a view: (b, m) merge in the contiguous buffer
 
 
 def sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float) -> Tensor:
