@@ -80,13 +80,15 @@ def time_box(seconds: float):
 
 
 class Context:
-    """What every step receives: the device, whether this is a dry run, the output folder, the step's deadline and
-    a ``checks`` list that the step appends ``{"name", "ok", ...}`` entries to."""
+    """What every step receives: the device, whether this is a dry run, the output folder, the step's deadline, a
+    ``checks`` list that the step appends ``{"name", "ok", ...}`` entries to and a ``partial`` dict for results so
+    far."""
 
     def __init__(self, device: str, dry_run: bool, out_dir: Path, python: str):
         self.device, self.dry_run, self.out_dir, self.python = device, dry_run, out_dir, python
         self.deadline = math.inf
         self.checks: list[dict] = []
+        self.partial: dict = {}  # results a step files as it goes: kept when it errors or times out
 
     @property
     def cuda(self) -> bool:
@@ -121,7 +123,7 @@ def run_steps(ctx: Context, report: dict, out: Path, budget: float, only: set[st
             _write(out, report)
             continue
         box = min(left, limits[name] or left)
-        ctx.deadline, ctx.checks = time.monotonic() + box - 2, []
+        ctx.deadline, ctx.checks, ctx.partial = time.monotonic() + box - 2, [], {}
         t0 = time.monotonic()
         try:
             with time_box(box):
@@ -133,6 +135,8 @@ def run_steps(ctx: Context, report: dict, out: Path, budget: float, only: set[st
             entry["status"] = "error"
             entry["error"] = f"{type(e).__name__}: {e}\n{traceback.format_exc()[-3000:]}"
         finally:
+            if entry["result"] is None and ctx.partial:
+                entry["result"] = {"partial": ctx.partial}
             entry["seconds"] = round(time.monotonic() - t0, 2)
             entry["checks"] = ctx.checks
             if ctx.cuda:

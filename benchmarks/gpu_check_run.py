@@ -137,11 +137,10 @@ def _dense_sdpa(q, k, v, mask):
     return F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask)
 
 
-def _op_bench(ctx) -> dict:
+def _op_bench(ctx, out: dict) -> dict:
     device = ctx.device
     dtype = torch.bfloat16 if ctx.cuda else torch.float32
     reps = 3 if ctx.dry_run else 10
-    out = {}
     for label, pattern, grid, B, h, d, biased in _op_cases(ctx):
         if ctx.left() < 30:
             out[label] = "skipped: time"
@@ -150,7 +149,7 @@ def _op_bench(ctx) -> dict:
         q, k, v = (torch.randn(B, *grid, h, d, generator=gen).to(device, dtype).requires_grad_() for _ in range(3))
         table = torch.zeros(h, 13, 13, device=device, requires_grad=True) if biased else None
         position = RelativeBias(table) if biased else None
-        entry = {}
+        entry = out[label] = {}
         n = grid[0] * grid[1]
         mask = None if isinstance(pattern, Global) else pattern.mask(grid, device=device)  # (N, N): naive SDPA
         runs = {"blocked": functools.partial(attention, q, k, v, pattern, position=position)}
@@ -172,7 +171,6 @@ def _op_bench(ctx) -> dict:
                     entry[f"{name} {mode}"] = f"{type(e).__name__}: {str(e)[:200]}"
         if isinstance(pattern, Global) and isinstance(entry.get("blocked fwd"), dict):
             entry["global_fwd_tflops"] = round(4 * B * h * n * n * d / entry["blocked fwd"]["ms"] / 1e9, 1)
-        out[label] = entry
     return out
 
 
@@ -184,16 +182,16 @@ def _matmul_peak(ctx) -> float | None:
     return round(2 * 8192**3 / ms / 1e9, 1)
 
 
-def _model_bench(ctx) -> dict:
+def _model_bench(ctx, out: dict) -> dict:
     if not ctx.cuda:
-        return {"note": "skipped: dry run (whole-model img/s is a GPU measurement)"}
+        out["note"] = "skipped: dry run (whole-model img/s is a GPU measurement)"
+        return out
     from visionattn.models import create_model
 
     try:
         import timm
     except ImportError:
         timm = None
-    out = {}
     for ours, theirs, batch in (("vit_base_patch16_224", "vit_base_patch16_224", 64),
                                 ("swin_tiny_patch4_window7_224", "swin_tiny_patch4_window7_224", 64)):
         for who, build in (("visionattn", lambda n=ours: create_model(n)),
@@ -227,7 +225,11 @@ def _model_bench(ctx) -> dict:
 
 
 def step_bench(ctx) -> dict:
-    out = {"matmul_bf16_tflops": _matmul_peak(ctx), "operator": _op_bench(ctx)}
-    out["models"] = _model_bench(ctx)
+    out = ctx.partial  # filled as it goes: a cut-short run keeps what it measured
+    out["matmul_bf16_tflops"] = _matmul_peak(ctx)
+    out["operator"] = {}
+    _op_bench(ctx, out["operator"])
+    out["models"] = {}
+    _model_bench(ctx, out["models"])
     ctx.check("benchmarks ran", bool(out["operator"]))
     return out

@@ -98,11 +98,16 @@ def _position(kind, pattern, grid, head_dim, device):
     return RelativeLogits(tuple(leaves)), leaves
 
 
-def _run(pattern, grid, kind, backend, dtype, device, head_dim, grad=True, form="softmax", padding=None, batch=2):
-    """[output, grads of q, k, v and the position leaves] in float32 (output only without grad)."""
+def _run(pattern, grid, kind, backend, dtype, device, head_dim, grad=True, form="softmax", padding=None, batch=2,
+         nan=False):
+    """[output, grads of q, k, v and the position leaves] in float32 (output only without grad). ``nan``: the
+    padded entities' inputs are NaN (they must not leak: padded inputs are zeroed before any backend runs)."""
     g = torch.Generator().manual_seed(0)
     q = torch.randn(batch, *pattern.query_grid(grid), 2, head_dim, generator=g)
     k, v = (torch.randn(batch, *grid, 2, head_dim, generator=g) for _ in range(2))
+    if nan:
+        fill = padding.cpu()[..., None, None]
+        q, k, v = (torch.where(fill, float("nan"), t) for t in (q, k, v))
     inputs = [t.to(device=device, dtype=dtype).requires_grad_(grad) for t in (q, k, v)]
     position, leaves = _position(kind, pattern, grid, head_dim, device)
     with torch.set_grad_enabled(grad):
@@ -144,6 +149,7 @@ def step_backends(ctx) -> dict:
     kinds = ["none", "rel_bias", "rel_logits", "rope"]
     dtypes = ["fp32"] if ctx.dry_run else ["fp32", "bf16"]
     failures, errors, counted = {"blocked": [], "linear": [], "flex": []}, {}, Counter()
+    ctx.partial["errors"] = errors  # kept if the step is cut short
     for dname in dtypes:  # blocked and linear: the whole matrix (no compile, seconds)
         dtype = DTYPES[dname]
         for pattern, grid in cases:
@@ -161,15 +167,15 @@ def step_backends(ctx) -> dict:
                     _compare(ctx, f"linear {pattern} {grid} {kind} {dname}",
                              functools.partial(_run, pattern, grid, kind, "linear", dtype, device, hd, form="linear"),
                              lin_want, dtype, failures["linear"], errors)
-    # key padding with NaN in the padded entries: blocked equals the reference on the valid ones
+    # key padding (NaN in the padded inputs), learnable bias: blocked equals the reference, gradients included
     for pattern, grid in [(Window(3, shift=1), (7, 8)), (Neighborhood(3), (7, 6)), (Global(), (5, 7))]:
         padding = torch.zeros(2, *grid, dtype=torch.bool, device=device)
         padding[0, -2:] = True
         counted["blocked"] += 1
         want = _run(pattern, grid, "rel_bias", "reference", torch.float32, device, 16, padding=padding)
-        _compare(ctx, f"blocked padded {pattern} {grid}", lambda p=pattern, gr=grid, pd=padding: _run(
-            p, gr, "rel_bias", "blocked", torch.float32, device, 16, padding=pd), want, torch.float32,
-            failures["blocked"], errors)
+        _compare(ctx, f"blocked padded NaN {pattern} {grid}", functools.partial(
+            _run, pattern, grid, "rel_bias", "blocked", torch.float32, device, 16, padding=padding, nan=True),
+            want, torch.float32, failures["blocked"], errors)
     for name in ("blocked", "linear"):
         ctx.check(f"{name} equals the reference (fwd+bwd, {'/'.join(dtypes)})", not failures[name],
                   cases=counted[name], failed=failures[name][:20])

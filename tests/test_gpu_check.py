@@ -68,8 +68,8 @@ def test_dry_run_records_every_probe_and_run(dry_run):
 
 
 def test_runner_isolates_failures_and_time_boxes(tmp_path, monkeypatch):
-    """A step that raises and one that overruns its box are recorded; the steps after them still run, and the JSON
-    holds every step's entry."""
+    """A step that raises and one that overruns its box are recorded (the latter with what it had measured); the steps
+    after them still run, and the JSON holds every step's entry."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import gpu_check
 
@@ -77,6 +77,7 @@ def test_runner_isolates_failures_and_time_boxes(tmp_path, monkeypatch):
         raise RuntimeError("step failed on purpose")
 
     def slow(ctx):
+        ctx.partial["measured_so_far"] = 1
         time.sleep(5)
 
     def fine(ctx):
@@ -94,6 +95,7 @@ def test_runner_isolates_failures_and_time_boxes(tmp_path, monkeypatch):
     steps = json.loads(out.read_text())["steps"]
     assert steps["versions"]["status"] == "error" and "step failed on purpose" in steps["versions"]["error"]
     assert steps["backends"]["status"] == "timeout" and "time box" in steps["backends"]["error"]
+    assert steps["backends"]["result"] == {"partial": {"measured_so_far": 1}}  # what it had is kept
     assert steps["probes"]["status"] == "ok" and steps["probes"]["checks"][0]["ok"]
     summary = gpu_check.summarize(report)
     assert not summary["passed"] and summary["steps_not_ok"] == ["versions: error", "backends: timeout"]
