@@ -137,13 +137,13 @@ def _relative_logits(call: AttentionCall, plan: Plan, q_tiles: Tensor) -> list[T
 def _fold_relative_logits(call: AttentionCall, plan: Plan, q: Tensor, k: Tensor, v: Tensor):
     """Fold ``q · r_Δ`` into the dot product so a fused kernel computes it: per axis, append the query's
     relative logits over the key-box slots to q (divided by the scale) and a one-hot of each key's slot to k;
-    then ``scale · q'·k' = scale · q·k + Σ_a q·r^a[Δ_a]``. The width ``d + Σ K_a`` is zero-padded to
+    then ``scale · q'·k' = scale · q·k + Σ_a q·r^a[Δ_a]``. On CUDA the width ``d + Σ K_a`` is zero-padded to
     :func:`.sdpa.fused_width` (a multiple of 8: fused SDPA kernels refuse other widths with a mask and fall back to
     the math path). On CPU v is zero-padded to the same width (fused CPU SDPA needs equal q and v widths); elsewhere
     it stays as it is. Returns q', k' ``(B*nT, h, T, W)`` and v'."""
     parts_q = [q] + [(logits / call.scale).to(q.dtype) for logits in _relative_logits(call, plan, q)]
     width = sum(p.shape[-1] for p in parts_q)
-    pad = fused_width(width) - width
+    pad = fused_width(width, q.device) - width
     if pad:
         parts_q.append(q.new_zeros(*q.shape[:-1], pad))
     slots = _key_slots(plan.tk, pad, str(k.device), k.dtype)  # (Tk, Σ K_a + pad)
