@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..models.flops import allowed_pairs
-from ..ops.patterns import Global, Graph, Pattern, Strided
+from ..ops import Global, Graph, Pattern, Strided
 
 FORMS = ("softmax", "linear")
 POSITIONS = (None, "relative_bias", "relative_logits", "rope")
