@@ -82,6 +82,8 @@ def step_train(ctx) -> dict:
             out[name].update(rc=proc.returncode, seconds=round(time.monotonic() - t0, 1),
                              stdout_tail=_tail(run_dir / "stdout.txt"), stderr_tail=_tail(run_dir / "stderr.txt"),
                              files=sorted(p.name for p in run_dir.iterdir())[:20], last_metrics=_last_metrics(run_dir))
+            for checkpoint in run_dir.rglob("*.pt"):  # recorded above; not worth carrying back from a loan
+                checkpoint.unlink(missing_ok=True)
             ctx.check(f"train {name} ({steps} steps) exits 0", proc.returncode == 0, rc=proc.returncode)
     return out
 
