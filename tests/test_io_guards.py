@@ -345,6 +345,12 @@ def test_load_checkpoint_errors_say_what_is_wrong(tmp_path):
     assert f"({len(whole) // 2} bytes) cannot be read: it is truncated, corrupt or not a torch file" in str(err)
     assert f"({type(cause).__name__}: {str(cause).splitlines()[0]})" in str(err)
 
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    err, cause = _load_error(empty), _torch_error(empty)
+    assert str(cause) == "" and str(err).endswith(f"(0 bytes) cannot be read: it is truncated, corrupt or not a torch "
+                                                  f"file ({type(cause).__name__}: )")
+
     pickled = _save(tmp_path / "pickled.pt", _checkpoint(extra=_NotATensor()))
     detail = next(line.strip() for line in str(_torch_error(pickled)).splitlines() if "Unsupported global" in line)
     assert str(_load_error(pickled)).endswith(
