@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...data import DataConfig
-from ...models.config import ModelConfig, spec_overrides
+from ...models.config import ModelConfig, model_kwargs
 from ..base import (
     Evaluation,
     LossOutput,
@@ -61,10 +61,9 @@ class VideoTask(Task):
         if getattr(preset.builder, "input_kind", "image") != "video":
             raise ValueError(f"the video task needs a video backbone (input_kind 'video': vivit_*, timesformer_*, "
                              f"video_swin_*), got {model.name!r}")
-        overrides = spec_overrides(model)
-        overrides.setdefault("num_frames", int(meta["num_frames"]))
-        return create_model(model.name, num_classes=len(meta["classes"]), img_size=meta["img_size"],
-                            pretrained_path=model.pretrained_path, **overrides)
+        kwargs = model_kwargs(model)  # spec overrides + pretrained weights
+        kwargs.setdefault("num_frames", int(meta["num_frames"]))
+        return create_model(model.name, num_classes=len(meta["classes"]), img_size=meta["img_size"], **kwargs)
 
     # -- training -------------------------------------------------------------------------------------------------
     def loss(self, module: nn.Module, batch: dict, ctx: StepContext) -> LossOutput:
