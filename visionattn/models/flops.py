@@ -87,10 +87,11 @@ def attention_flops(call: AttentionCall) -> int:
     nq, nk = math.prod(call.q_grid), math.prod(call.kv_grid)
     if call.form == "linear" and isinstance(call.pattern, Global):
         return B * heads * (2 * nk * head_dim * v_dim + 2 * nq * head_dim * v_dim + 2 * nq * head_dim)
-    if call.key_padding_mask is None:
-        pairs = B * allowed_pairs(call.pattern, call.kv_grid, call.q_grid)
-    else:
-        pairs = allowed_pairs(call.pattern, call.kv_grid, call.q_grid, call.key_padding_mask)
+    with torch.device("cpu"):  # counts are host arithmetic, also for a model on the meta device
+        if call.key_padding_mask is None:
+            pairs = B * allowed_pairs(call.pattern, call.kv_grid, call.q_grid)
+        else:
+            pairs = allowed_pairs(call.pattern, call.kv_grid, call.q_grid, call.key_padding_mask)
     total = heads * (2 * pairs * head_dim + 2 * pairs * v_dim)
     if isinstance(call.position, RelativeLogits):
         total += B * heads * sum(2 * nq * t.shape[0] * head_dim for t in call.position.tables)
