@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .builtin import ArrayDataset, build_digits, build_lfw, stratified_split
+from .captions import CAPTION_DATASETS
 from .cifar import build_cifar10, build_cifar100
-from .config import DataBundle, DataConfig, SkippedImageWarning
+from .config import DataBundle, DataConfig, SkippedImageWarning, register_dataset_name
 from .folder import FileDataset, build_csv, build_folder
 from .images import BadImage, load_image
 from .subset import TargetSubset, apply_train_fraction
@@ -46,6 +47,10 @@ DATASETS: dict[str, Callable[[DataConfig], DataBundle]] = {
     "cifar100": build_cifar100,
     "csv": build_csv,
 }
+
+
+for _name, _needs_path in CAPTION_DATASETS.items():  # image-caption data (visionattn.data.captions, CLIP)
+    register_dataset_name(_name, needs_path=_needs_path)
 
 
 def build_datasets(cfg: DataConfig) -> DataBundle:

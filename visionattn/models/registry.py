@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .inputs import INPUT_KINDS
 from .taxonomy import Taxonomy
 
 
@@ -36,6 +37,11 @@ class Preset:
     num_classes: int = 1000  # default head width (0 = no head: pooled features, e.g. DINO backbones)
     timm_twin: str = ""  # timm model (with tag) of the same architecture whose published weights
     # create_model(name, pretrained=True) fetches and converts ("" = none)
+
+    @property
+    def input_kind(self) -> str:
+        """What the model takes: its builder's ``input_kind`` (``"image"``, ``"video"`` or ``"tokens"``)."""
+        return getattr(self.builder, "input_kind", "image")
 
 
 _REGISTRY: dict[str, Preset] = {}
@@ -78,9 +84,14 @@ def _lookup(name: str, stacklevel: int) -> Preset:
     return _REGISTRY[name]
 
 
-def list_models(pattern: str = "*", include_tiny: bool = True) -> list[str]:
-    """Registered names matching a shell-style ``pattern`` (``'swin*'``), sorted (deprecated aliases excluded)."""
-    return sorted(n for n, p in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (include_tiny or not p.tiny))
+def list_models(pattern: str = "*", include_tiny: bool = True, input_kind: str | None = "image") -> list[str]:
+    """Registered names matching a shell-style ``pattern`` (``'swin*'``), sorted (deprecated aliases excluded).
+    ``input_kind``: only presets that take this input (default ``"image"``: the backbones every image task, summary
+    and test suite can feed; ``"tokens"`` lists the text towers, ``"video"`` the video models); None lists all."""
+    if input_kind is not None and input_kind not in INPUT_KINDS:
+        raise ValueError(f"list_models: input_kind expected one of {INPUT_KINDS} or None, got {input_kind!r}")
+    return sorted(n for n, p in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (include_tiny or not p.tiny)
+                  and (input_kind is None or p.input_kind == input_kind))
 
 
 def create_model(
