@@ -41,27 +41,28 @@ def predict_texts(model: nn.Module, meta: dict, transform, inputs: Sequence[str]
             raise ValueError("this checkpoint knows no labels; give texts with --text")
         weights = class_embeddings(model, texts, templates, tokenizer, device)
     k = min(options.top_k, len(texts))
-    lines, errors, shown, ranked_all, records = [], 0, [], [], []
+    lines: list[str | None] = [None] * len(inputs)
+    errors, shown, ranked_all, records = 0, [], [], []
     for start in range(0, len(inputs), options.batch_size):
         batch, kept = [], []
-        for path in inputs[start:start + options.batch_size]:
+        for i, path in enumerate(inputs[start:start + options.batch_size], start=start):
             try:
                 image = load_image(path)
             except BadImage as err:
-                lines.append(f"{path}: error: {err.reason}")
+                lines[i] = f"{path}: error: {err.reason}"
                 errors += 1
                 continue
             batch.append(transform(image))
-            kept.append((path, image))
+            kept.append((i, path, image))
         if not batch:
             continue
         out = model(images=torch.stack(batch).to(device))
         probs = (out.logit_scale * out.image.float() @ weights.t()).softmax(dim=-1).cpu()
-        for (path, image), row in zip(kept, probs, strict=True):
+        for (i, path, image), row in zip(kept, probs, strict=True):
             top = row.topk(k)
             ranked = [(texts[j], 100 * float(p)) for p, j in zip(top.values.tolist(), top.indices.tolist(),
                                                                   strict=True)]
-            lines.append(f"{path}: " + "  ".join(f"{t} {p:.1f}%" for t, p in ranked))
+            lines[i] = f"{path}: " + "  ".join(f"{t} {p:.1f}%" for t, p in ranked)
             records.append({"image": str(path), "texts": [{"text": t, "percent": round(p, 2)} for t, p in ranked]})
             shown.append(np.asarray(image.resize((96, 96))))
             ranked_all.append([(t, p, None) for t, p in ranked])
@@ -74,4 +75,4 @@ def predict_texts(model: nn.Module, meta: dict, transform, inputs: Sequence[str]
         js = out_dir / "predictions.json"
         js.write_text(json.dumps(records, indent=2) + "\n")
         files = [png, js]
-    return PredictOutput(lines, errors=errors, files=files)
+    return PredictOutput([line for line in lines if line is not None], errors=errors, files=files)

@@ -160,7 +160,7 @@ class ClipTask(Task):
         retrieval = run_evaluation(model, loader, self.eval_forward, RetrievalMetric(data.val.text_offsets, embed_dim),
                                    ctx, valid)
         metrics, details = dict(retrieval.metrics), {"retrieval": retrieval.details}
-        metrics["logit_scale"] = float(getattr(model, "module", model).scale())
+        metrics["logit_scale"] = float(getattr(model, "module", model).scale().detach())
         for name, zs in data.val.zero_shot.items():
             weights = class_embeddings(model, zs.classes, self.options.templates, self.tokenizer, ctx.device)
 
