@@ -271,3 +271,15 @@ def test_prompt_ensemble_is_the_mean_of_normalised_prompts():
     for row, name in zip(got, ["cat", "dog"], strict=True):
         prompts = model.eval().encode_text(tok([f"a {name}", f"{name} and {name}"]))
         torch.testing.assert_close(row, torch.nn.functional.normalize(prompts.mean(0), dim=0))
+
+
+def test_cap_per_caption_keeps_a_stable_few_of_each_caption():
+    from visionattn.tasks.clip.data import cap_per_caption
+
+    items = [CaptionedItem(i, ("same",) if i < 7 else (f"own {i}",), f"g{i}", f"item{i}") for i in range(10)]
+    source = _source(items)
+    kept, dropped = cap_per_caption(source, list(range(10)), 3, seed=0)
+    assert dropped == 4 and len(kept) == 6 and kept == sorted(kept) and {7, 8, 9} <= set(kept)
+    assert sum(1 for i in kept if i < 7) == 3
+    assert cap_per_caption(source, list(range(10)), 3, seed=0) == (kept, 4)  # stable
+    assert cap_per_caption(source, list(range(10)), 0, seed=0) == (list(range(10)), 0)

@@ -36,7 +36,7 @@ from ...tasks.batching import pad_images
 from .tokenizer import ClipTokenizer, pad_token_ids
 
 __all__ = ["CaptionedImages", "LabeledImages", "ZeroShotSet", "collate_clip", "stack_tokens", "split_items",
-           "tokenize_captions", "Split"]
+           "tokenize_captions", "Split", "cap_per_caption"]
 
 
 class CaptionedImages(Dataset):
@@ -200,3 +200,18 @@ def split_items(source: CaptionSource, heldout: Sequence[tuple[str, str]], val_f
         else:
             split.train.append(i)
     return split
+
+
+def cap_per_caption(source: CaptionSource, indices: Sequence[int], limit: int, seed: int) -> tuple[list[int], int]:
+    """At most ``limit`` of the items ``indices`` per identical caption set (a seeded, stable choice by item name),
+    in their order; and how many were dropped. ``limit`` 0 keeps all."""
+    if limit <= 0:
+        return list(indices), 0
+    by_caption: dict[tuple[str, ...], list[int]] = {}
+    for i in indices:
+        by_caption.setdefault(source.items[i].captions, []).append(i)
+    keep = set()
+    for members in by_caption.values():
+        keep.update(sorted(members, key=lambda i: _unit_hash(seed, source.items[i].name))[:limit])
+    kept = [i for i in indices if i in keep]
+    return kept, len(indices) - len(kept)

@@ -37,7 +37,10 @@ class ClipOptions(TaskOptions):
     validation for zero-shot classification. zero_shot: the sets evaluated (``heldout``, ``fashion_mnist``,
     ``digits``). zero_shot_limit: images per package set (the first N of Fashion-MNIST's test split / of the digits).
     zero_shot_invert: show the package sets as dark strokes on white (the drawings' look) instead of white on
-    black. templates: prompt templates (``{}`` is the class name), averaged per class."""
+    black. templates: prompt templates (``{}`` is the class name), averaged per class. max_per_caption: keep at most
+    this many training images per identical caption (0 = all): CLIP balanced its data per query the same way; in
+    openclipart 1,225 training drawings share the caption "gramastar. Keywords: stars, shapes, magick, geometry",
+    and identical captions in one batch are negatives that no model can tell apart."""
 
     embed_dim: int = 128
     text_model: str = "clip_text_tiny"
@@ -50,6 +53,7 @@ class ClipOptions(TaskOptions):
     zero_shot_limit: int = 2000
     zero_shot_invert: bool = True
     templates: list[str] = field(default_factory=lambda: list(DEFAULT_TEMPLATES))
+    max_per_caption: int = 0
 
     def problems(self) -> list[str]:
         """Value checks the types alone do not express, as ``key: expected ..., got ...`` lines."""
@@ -67,6 +71,7 @@ class ClipOptions(TaskOptions):
         unknown = [z for z in self.zero_shot if z not in ZERO_SHOT_SETS]
         need(not unknown, "zero_shot", f"names among {ZERO_SHOT_SETS}", self.zero_shot)
         need(self.zero_shot_limit >= 1, "zero_shot_limit", ">= 1", self.zero_shot_limit)
+        need(self.max_per_caption >= 0, "max_per_caption", ">= 0 (0 = keep all)", self.max_per_caption)
         need(bool(self.templates) and all("{" in t for t in self.templates), "templates",
              "a non-empty list of strings with a {} slot", self.templates)
         bad = [c for c in self.heldout_categories if not c.split("=")[0].strip() or c.count("=") > 1]

@@ -26,6 +26,7 @@ from ..base import Evaluation, LossOutput, PredictOptions, PredictOutput, Report
 from ..runtime import run_evaluation
 from .data import (
     CaptionedImages,
+    cap_per_caption,
     collate_clip,
     split_items,
     stack_tokens,
@@ -70,7 +71,8 @@ class ClipTask(Task):
             raise ValueError(f"{where}: {len(split.train)} training and {len(split.val)} validation images after "
                              f"the split (data.val_fraction {data.val_fraction}); expected at least 1 of each")
         truncated: list[tuple[str, str]] = []
-        train = CaptionedImages(source, split.train, tokenize_captions(source, split.train, self.tokenizer, truncated),
+        train_items, capped = cap_per_caption(source, split.train, o.max_per_caption, data.seed)
+        train = CaptionedImages(source, train_items, tokenize_captions(source, train_items, self.tokenizer, truncated),
                                 build_transform(data, train=True), train=True)
         eval_transform = build_transform(data, train=False)
         val = CaptionedImages(source, split.val, tokenize_captions(source, split.val, self.tokenizer, truncated),
@@ -94,9 +96,10 @@ class ClipTask(Task):
                 "context_length": o.context_length, "tokenizer": self.tokenizer.name,
                 "heldout_classes": list(split.heldout_classes) if split.heldout else [], "known_classes": known,
                 "zero_shot": {k: list(z.classes) for k, z in val.zero_shot.items()},
-                "captions_truncated": len(truncated), "train_captions": train.num_texts,
+                "captions_truncated": len(truncated), "train_capped": capped, "train_captions": train.num_texts,
                 "val_captions": val.num_texts}
-        description = (f"{source.description}: {len(train)} train / {len(val)} val images ({val.num_texts} val "
+        description = (f"{source.description}: {len(train)} train" + (f" ({capped} over task.max_per_caption "
+                       f"left out)" if capped else "") + f" / {len(val)} val images ({val.num_texts} val "
                        f"captions), zero-shot sets " + (", ".join(f"{k} ({len(z.dataset)})" for k, z in
                                                                val.zero_shot.items()) or "none"))
         return TaskData(train, val, meta, collate_clip, skipped, description)
