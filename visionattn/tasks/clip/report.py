@@ -32,12 +32,13 @@ def metric_rows(evaluation: Evaluation) -> list[dict]:
         rows.append({"metric": "mean recall (primary)", "value": evaluation.metrics["mean_recall"],
                      "chance": chance.get("mean_recall", float("nan"))})
     for key, value in evaluation.metrics.items():
-        if key.startswith("zs_") and key.endswith("_top1"):
-            name = key[3:-5]
-            details = evaluation.details.get(name) if isinstance(evaluation.details, dict) else None
-            classes = details.confusion.shape[0] if details is not None else 0
-            rows.append({"metric": f"zero-shot {name} top-1", "value": value,
-                         "chance": 1 / classes if classes else float("nan")})
+        for suffix, label in (("_top1", "top-1"), ("_balanced", "balanced")):
+            if key.startswith("zs_") and key.endswith(suffix):
+                name = key[3:-len(suffix)]
+                details = evaluation.details.get(name) if isinstance(evaluation.details, dict) else None
+                classes = details.confusion.shape[0] if details is not None else 0
+                rows.append({"metric": f"zero-shot {name} {label}", "value": value,
+                             "chance": 1 / classes if classes else float("nan")})
     return rows
 
 
@@ -88,11 +89,25 @@ def _display(data: TaskData, i: int) -> np.ndarray:
     return to_uint8_hwc(denormalize_with(image, data.meta["mean"], data.meta["std"]))
 
 
+def _distinct_top(texts: Sequence[str], logits: torch.Tensor, own: set[str], k: int = 5):
+    """The ``k`` most probable distinct texts (softmax over all; identical captions of several images pooled, shown
+    as ``text (×n)``) as ``(text, percent, is one of its own captions)``."""
+    probs = logits.float().softmax(dim=0)
+    pooled: dict[str, list] = {}
+    for j in probs.argsort(descending=True).tolist():
+        entry = pooled.setdefault(texts[j], [0.0, 0])
+        entry[0] += 100 * float(probs[j])
+        entry[1] += 1
+    top = sorted(pooled.items(), key=lambda kv: -kv[1][0])[:k]
+    return [(text if n == 1 else f"(×{n}) {text}", p, text in own) for text, (p, n) in top]
+
+
 @torch.no_grad()
 def report_items(model: nn.Module, data: TaskData, evaluation: Evaluation | None, device: torch.device,
                  count: int = 6) -> list[ReportItem]:
-    """The metrics beside chance, ``count`` validation images with their top-5 validation captions (the own caption
-    green, others red; from the evaluation's similarities) and the held-out confusion matrix."""
+    """The metrics beside chance, ``count`` validation images with their top-5 distinct validation captions (its own
+    caption green, others red; from the evaluation's similarities, softmax at the model's logit scale) and the
+    held-out confusion matrix."""
     items = []
     if evaluation is None:
         return items
@@ -102,15 +117,12 @@ def report_items(model: nn.Module, data: TaskData, evaluation: Evaluation | None
         step = max(1, len(data.val) // count)
         chosen = list(range(0, step * count, step))[:count]
         flat = [c for i in range(len(data.val)) for c in data.val.captions(i)]
-        ranked = []
-        for i in chosen:
-            sims = torch.as_tensor(result.similarity[i])
-            probs = (sims * 100).softmax(dim=0)
-            top = probs.topk(min(5, len(flat)))
-            ranked.append([(flat[j], 100 * float(p), bool(result.text_owner[j] == i))
-                           for p, j in zip(top.values.tolist(), top.indices.tolist(), strict=True)])
+        scale = float(evaluation.metrics.get("logit_scale", 100.0))
+        ranked = [_distinct_top(flat, torch.as_tensor(result.similarity[i]) * scale, set(data.val.captions(i)))
+                  for i in chosen]
         png = top_texts_png([_display(data, i) for i in chosen], ranked,
-                            f"validation images and their top-5 of {len(flat)} validation captions (green: its own)")
+                            f"validation images and their top-5 of {len(set(flat))} distinct validation captions "
+                            f"(green: its own; ×k: k images share the caption)")
         items.append(ReportItem("Top-5 captions of validation images", png=png, filename="retrieval_top5.png"))
     held = evaluation.details.get("heldout")
     if held is not None:

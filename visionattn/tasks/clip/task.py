@@ -3,7 +3,8 @@
 Batches ``{"image": (B, 3, H, W), "tokens": B x (1, L) ids, "index": (B,)}``; the model is a :class:`CLIPModel`
 (image tower = the ``model:`` preset with a projection, text tower = ``task.text_model``); the loss is the symmetric
 InfoNCE over the global batch (:mod:`.loss`). Evaluation: image↔text Recall@1/5/10 on the validation pairs (primary:
-``mean_recall``, the mean of the six) and zero-shot top-1 on each zero-shot set (``zs_<set>_top1``).
+``mean_recall``, the mean of the six) and zero-shot top-1 and balanced accuracy (mean per-class recall; chance
+1/classes however unequal the classes) on each zero-shot set (``zs_<set>_top1``, ``zs_<set>_balanced``).
 
 Why ``mean_recall`` is the primary metric (which picks ``best.pt``): it is what the contrastive objective trains,
 measured on every validation pair in both directions, so it moves smoothly; the zero-shot accuracies must stay out of
@@ -15,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -174,6 +176,7 @@ class ClipTask(Task):
             loader, valid = ctx.loader(zs.dataset)
             result = run_evaluation(model, loader, forward, TopKMetric(len(zs.classes)), ctx, valid)
             metrics[f"zs_{name}_top1"] = result.metrics["top1"]
+            metrics[f"zs_{name}_balanced"] = float(np.nanmean(result.details.per_class))  # mean per-class recall
             details[name] = result.details
         return Evaluation(metrics, details)
 
