@@ -283,3 +283,14 @@ def test_cap_per_caption_keeps_a_stable_few_of_each_caption():
     assert sum(1 for i in kept if i < 7) == 3
     assert cap_per_caption(source, list(range(10)), 3, seed=0) == (kept, 4)  # stable
     assert cap_per_caption(source, list(range(10)), 0, seed=0) == (list(range(10)), 0)
+
+
+def test_top5_picture_pools_identical_captions():
+    from visionattn.tasks.clip.report import _distinct_top
+
+    texts = ["gramastar", "gramastar", "a cat", "gramastar", "a dog"]
+    logits = torch.tensor([1.0, 1.0, 2.0, 1.0, 0.0])
+    probs = logits.softmax(0)
+    top = _distinct_top(texts, logits, own={"a cat"}, k=2)
+    assert [t for t, _, _ in top] == ["(×3) gramastar", "a cat"] and [r for _, _, r in top] == [False, True]
+    assert top[0][1] == pytest.approx(100 * float(probs[[0, 1, 3]].sum()))

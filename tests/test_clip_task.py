@@ -146,3 +146,13 @@ def test_mapping_options_are_replaced_not_merged(tmp_path):
     from_flag = load_config(overrides=["task=clip", "task.text_overrides={depth: 1}"])
     assert from_file.task.text_overrides == from_flag.task.text_overrides == {"depth": 1}
     assert config_from_yaml(config_to_yaml(from_flag)).task == from_flag.task
+
+
+def test_report_has_the_metric_table_and_the_top5_picture(trained):
+    trainer, _, _ = trained
+    evaluation = trainer.evaluate()["model"]
+    items = trainer.task.report(trainer.model, trainer.data, evaluation, torch.device("cpu"))
+    titles = [item.title for item in items]
+    assert titles == ["Retrieval and zero-shot (validation) vs chance", "Top-5 captions of validation images"]
+    assert items[1].png.startswith(b"\x89PNG") and items[1].filename == "retrieval_top5.png"
+    assert {row["metric"] for row in items[0].table} >= {"image→text R@1", "mean recall (primary)"}
