@@ -286,7 +286,9 @@ def test_logit_scale_starts_at_1_over_0_07_and_is_clamped_at_100():
     with torch.no_grad():
         model.logit_scale.fill_(math.log(500.0))
     assert float(model.scale().detach()) == pytest.approx(100.0)  # the forward clamps
-    model.clamp_logit_scale_()  # and the task clamps the parameter after every update (open_clip's habit)
+    from visionattn.tasks.clip import ClipTask
+
+    ClipTask().after_update(model, None)  # the task clamps the parameter after every update (open_clip's habit)
     assert float(model.logit_scale.detach()) == pytest.approx(math.log(100.0))
     with pytest.raises(ValueError, match="expected 0 < logit_scale_init <= max_logit_scale"):
         CLIPModel(create_model("vit_tiny_test", num_classes=0), create_model("clip_text_test"), 200.0, 100.0)
