@@ -23,10 +23,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..ops.call import AttentionCall
-from ..ops.dispatch import intercept_attention
-from ..ops.patterns import Global, Pattern
-from ..ops.position import RelativeLogits
+from ..ops import AttentionCall, Global, Pattern, RelativeLogits, intercept_attention
 from .sizes import to_pair
 
 
