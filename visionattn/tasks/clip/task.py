@@ -23,7 +23,7 @@ from torch import nn
 from ...data import DataConfig, build_transform
 from ...data.captions import CAPTION_DATASETS, load_caption_source
 from ...data.config import warn_skipped
-from ...models.config import ModelConfig, spec_overrides
+from ...models.config import ModelConfig, model_kwargs
 from ..base import Evaluation, LossOutput, PredictOptions, PredictOutput, ReportItem, StepContext, Task, TaskData
 from ..runtime import run_evaluation
 from .data import (
@@ -123,8 +123,7 @@ class ClipTask(Task):
         if "context_length" in o.text_overrides:
             raise ValueError("task.text_overrides: set the context length with task.context_length (the tokenizer "
                              "uses it too), not text_overrides.context_length")
-        visual = create_model(model.name, num_classes=0, img_size=meta["img_size"],
-                              pretrained_path=model.pretrained_path, **spec_overrides(model))
+        visual = create_model(model.name, num_classes=0, img_size=meta["img_size"], **model_kwargs(model))
         text = create_model(o.text_model, num_classes=o.embed_dim, context_length=o.context_length,
                             **o.text_overrides)
         spec = text.spec
