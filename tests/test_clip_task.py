@@ -22,7 +22,7 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), 
            "black": (15, 15, 15), "white": (245, 245, 245), "purple": (130, 40, 170), "orange": (245, 140, 20)}
 
 
-def write_colour_captions(root: Path, count: int = 160) -> list[Path]:
+def write_colour_captions(root: Path, count: int = 240) -> list[Path]:
     """``count`` composed 16x16 PNGs: a noisy square of one of 8 colours on grey, each with ``<name>.txt``:
     'a <colour> square' (composed data: the pipeline must learn colour words from pictures)."""
     rng = np.random.default_rng(0)
@@ -47,7 +47,7 @@ def tiny_overrides(root: Path, *extra: str) -> list[str]:
             "task.context_length=16", "task.zero_shot=[]", "task.templates=['a {} square']", "model.name=vit_tiny_test",
             "model.overrides={patch: 4, dim: 32, depth: 1, heads: 2}", "data.name=caption_folder",
             f"data.path={root}", "data.img_size=16", "data.val_fraction=0.25", "data.random_resized_crop=false",
-            "schedule.epochs=3", "schedule.batch_size=16", "schedule.warmup_epochs=0.5", "optim.lr=1e-3",
+            "schedule.epochs=4", "schedule.batch_size=16", "schedule.warmup_epochs=0.5", "optim.lr=1e-3",
             "optim.weight_decay=0.0", "recipe.ema=false", "run.report=false", "run.num_workers=0",
             "run.log_every=1000", "run.device=cpu", *extra]
 
