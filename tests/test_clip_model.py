@@ -164,10 +164,11 @@ def test_text_tower_input_errors():
 
 
 def test_text_presets_are_listed_by_kind():
-    assert not list_models("clip_text*")  # image backbones by default: every image test and summary can feed them
+    assert not list_models("clip_text*")  # images and videos by default: what every generic consumer can feed
     assert list_models("clip_text*", input_kind="tokens") == ["clip_text_base", "clip_text_test", "clip_text_tiny"]
     assert get_preset("clip_text_tiny").input_kind == "tokens" and get_preset("vit_tiny_test").input_kind == "image"
-    assert "clip_text_test" in list_models(input_kind=None)
+    assert "clip_text_test" in list_models(input_kind=None) and "vit_tiny_test" in list_models(input_kind="image")
+    assert set(list_models()) == set(list_models(input_kind=("image", "video")))
     with pytest.raises(ValueError, match="input_kind expected one of"):
         list_models(input_kind="audio")
 

@@ -49,6 +49,11 @@ DATASETS: dict[str, Callable[[DataConfig], DataBundle]] = {
 }
 
 
+# the video task's data (visionattn.data.video, assembled by visionattn.tasks.video)
+for _name in ("moving_digits", "video_folder", "frame_folder", "video_csv"):
+    register_dataset_name(_name, needs_path=_name != "moving_digits")
+
+
 for _name, _needs_path in CAPTION_DATASETS.items():  # image-caption data (visionattn.data.captions, CLIP)
     register_dataset_name(_name, needs_path=_needs_path)
 

@@ -84,14 +84,23 @@ def _lookup(name: str, stacklevel: int) -> Preset:
     return _REGISTRY[name]
 
 
-def list_models(pattern: str = "*", include_tiny: bool = True, input_kind: str | None = "image") -> list[str]:
+LISTED_KINDS = ("image", "video")
+"""The input kinds :func:`list_models` lists by default: those :func:`visionattn.models.inputs.example_input` can
+draw, so every generic consumer (the preset test suites, ``visionattn models``, FLOP counts) can feed them. Token
+models (CLIP's text towers) are listed on request: ``list_models(input_kind="tokens")``."""
+
+
+def list_models(pattern: str = "*", include_tiny: bool = True,
+                input_kind: str | tuple[str, ...] | None = LISTED_KINDS) -> list[str]:
     """Registered names matching a shell-style ``pattern`` (``'swin*'``), sorted (deprecated aliases excluded).
-    ``input_kind``: only presets that take this input (default ``"image"``: the backbones every image task, summary
-    and test suite can feed; ``"tokens"`` lists the text towers, ``"video"`` the video models); None lists all."""
-    if input_kind is not None and input_kind not in INPUT_KINDS:
-        raise ValueError(f"list_models: input_kind expected one of {INPUT_KINDS} or None, got {input_kind!r}")
+    ``input_kind``: only presets that take this input, a kind or a tuple of kinds (default :data:`LISTED_KINDS`:
+    images and videos; ``"tokens"`` lists the text towers); None lists every preset."""
+    kinds = (input_kind,) if isinstance(input_kind, str) else input_kind
+    if kinds is not None and any(k not in INPUT_KINDS for k in kinds):
+        raise ValueError(f"list_models: input_kind expected one of {INPUT_KINDS}, a tuple of them or None, got "
+                         f"{input_kind!r}")
     return sorted(n for n, p in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (include_tiny or not p.tiny)
-                  and (input_kind is None or p.input_kind == input_kind))
+                  and (kinds is None or p.input_kind in kinds))
 
 
 def create_model(
@@ -137,4 +146,4 @@ def create_model(
     return model
 
 
-__all__ = ["Preset", "create_model", "get_preset", "list_models", "register", "register_alias"]
+__all__ = ["LISTED_KINDS", "Preset", "create_model", "get_preset", "list_models", "register", "register_alias"]
