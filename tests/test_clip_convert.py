@@ -85,7 +85,8 @@ def test_predict_on_an_imported_file_ranks_like_open_clip(tmp_path):
         txt = torch.nn.functional.normalize(oc.encode_text(open_clip.get_tokenizer("ViT-B-32")(TEXTS, 20)), dim=-1)
         want = (oc.logit_scale.exp() * img @ txt.t()).softmax(-1)
     for line, row in zip(out.lines, want, strict=True):
-        ranked = [(m.group(1), float(m.group(2))) for m in re.finditer(r"((?:\w+ ?)+?) (\d+\.\d)%", line.split(": ", 1)[1])]
+        found = re.finditer(r"((?:\w+ ?)+?) (\d+\.\d)%", line.split(": ", 1)[1])
+        ranked = [(m.group(1), float(m.group(2))) for m in found]
         order = row.argsort(descending=True).tolist()
         assert [t for t, _ in ranked] == [TEXTS[j] for j in order], line
         assert [p for _, p in ranked] == pytest.approx([100 * float(row[j]) for j in order], abs=0.051), line
