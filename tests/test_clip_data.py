@@ -24,7 +24,9 @@ from visionattn.data.captions import (
 )
 from visionattn.tasks.clip.data import (
     CaptionedImages,
+    caption_keywords,
     collate_clip,
+    keyword_prompts,
     split_items,
     stack_tokens,
     tokenize_captions,
@@ -155,6 +157,34 @@ def test_overlong_captions_are_truncated_and_counted():
     ids = tokenize_captions(source, [0, 1], get_tokenizer(16), truncated)
     assert [len(t) for t in ids[0]] == [3, 16] and ids[0][1][-1] == 49407
     assert truncated == [("first", "caption of 32 tokens truncated to the context length 16")]
+
+
+def test_keyword_prompts_replace_training_captions_at_their_rate():
+    from visionattn.tasks.clip.tokenizer import get_tokenizer
+
+    assert caption_keywords("Puffin. A sea bird. Keywords: Bird, animal, , bird") == ["bird", "animal"]
+    assert caption_keywords("Keywords in the title. Keywords: a") == ["a"] and caption_keywords("no words") == []
+    source = _source([CaptionedItem(0, ("Puffin. Keywords: bird, sea",), "g0", "i0"),
+                      CaptionedItem(1, ("plain caption",), "g1", "i1")])
+    tok = get_tokenizer(16)
+    prompts = keyword_prompts(source, [0, 1], ["{}", "a drawing of {}"], tok)
+    want = [tok.encode(t)[0] for t in ("bird", "a drawing of bird", "sea", "a drawing of sea")]
+    assert prompts == [want, []]
+    captions = tokenize_captions(source, [0, 1], tok, [])
+    to_tensor = lambda im: torch.zeros(3, 8, 8)  # noqa: E731
+    torch.manual_seed(0)
+    for p, expected in ((1.0, set(want)), (0.0, {captions[0][0]})):
+        train = CaptionedImages(source, [0, 1], captions, to_tensor, train=True, prompt_ids=prompts, prompt_p=p)
+        drawn = {tuple(t for t in train[0]["tokens"][0].tolist() if t) for _ in range(40)}
+        assert drawn == expected, p
+        assert {tuple(t for t in train[1]["tokens"][0].tolist() if t) for _ in range(5)} == {captions[1][0]}
+    half = CaptionedImages(source, [0], captions[:1], to_tensor, train=True, prompt_ids=prompts[:1], prompt_p=0.5)
+    share = sum(tuple(t for t in half[0]["tokens"][0].tolist() if t) in set(want) for _ in range(400)) / 400
+    assert 0.4 < share < 0.6, share
+    val = CaptionedImages(source, [0], captions[:1], to_tensor, train=False, prompt_ids=prompts[:1], prompt_p=1.0)
+    assert val[0]["tokens"].shape[0] == 1 and tuple(val[0]["tokens"][0].tolist()) == captions[0][0]
+    with pytest.raises(ValueError, match=r"prompt_p expected in \[0, 1\], got 1.5"):
+        CaptionedImages(source, [0], captions[:1], to_tensor, train=True, prompt_ids=prompts[:1], prompt_p=1.5)
 
 
 def test_split_keeps_groups_and_holds_out_categories():

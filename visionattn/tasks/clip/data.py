@@ -36,7 +36,7 @@ from ...tasks.batching import pad_images
 from .tokenizer import ClipTokenizer, pad_token_ids
 
 __all__ = ["CaptionedImages", "LabeledImages", "ZeroShotSet", "collate_clip", "stack_tokens", "split_items",
-           "tokenize_captions", "Split", "cap_per_caption"]
+           "tokenize_captions", "Split", "cap_per_caption", "caption_keywords", "keyword_prompts"]
 
 
 class CaptionedImages(Dataset):
@@ -45,11 +45,18 @@ class CaptionedImages(Dataset):
     evaluated with this split (validation only)."""
 
     def __init__(self, source: CaptionSource, indices: Sequence[int], token_ids: Sequence[Sequence[tuple[int, ...]]],
-                 transform: Callable, train: bool):
+                 transform: Callable, train: bool, prompt_ids: Sequence[Sequence[tuple[int, ...]]] | None = None,
+                 prompt_p: float = 0.0):
         if len(indices) != len(token_ids):
             raise ValueError(f"CaptionedImages: {len(indices)} items but {len(token_ids)} token lists")
+        if prompt_ids is not None and len(prompt_ids) != len(indices):
+            raise ValueError(f"CaptionedImages: {len(indices)} items but {len(prompt_ids)} prompt lists")
+        if not 0.0 <= prompt_p <= 1.0:
+            raise ValueError(f"CaptionedImages: prompt_p expected in [0, 1], got {prompt_p}")
         self.source, self.indices, self.token_ids = source, list(indices), [list(t) for t in token_ids]
         self.transform, self.train = transform, train
+        self.prompt_ids = [list(t) for t in prompt_ids] if prompt_ids is not None else [[] for _ in self.indices]
+        self.prompt_p = float(prompt_p)
         self.zero_shot: dict[str, ZeroShotSet] = {}
         self.text_offsets = np.concatenate([[0], np.cumsum([len(t) for t in self.token_ids])]).astype(np.int64)
 
@@ -68,8 +75,11 @@ class CaptionedImages(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         ids = self.token_ids[i]
-        if self.train:
-            ids = [ids[int(torch.randint(len(ids), ()))]]  # the trainer seeds torch per (seed, epoch, item)
+        if self.train:  # the trainer seeds torch per (seed, epoch, item)
+            prompts = self.prompt_ids[i]
+            if prompts and float(torch.rand(())) < self.prompt_p:
+                ids = prompts
+            ids = [ids[int(torch.randint(len(ids), ()))]]
         return {"image": self.transform(self.image(i)), "tokens": pad_token_ids(ids), "index": i}
 
 
@@ -125,6 +135,30 @@ def stack_tokens(tokens: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     owner = torch.repeat_interleave(torch.arange(len(tokens), device=ids.device),
                                     torch.as_tensor([t.shape[0] for t in tokens], device=ids.device))
     return ids, owner
+
+
+def caption_keywords(caption: str) -> list[str]:
+    """The keywords of an openclipart caption (``"Title. Keywords: a, b"`` → ``["a", "b"]``; lower-cased, blanks
+    dropped, order kept, no repeats); ``[]`` without a ``Keywords:`` part."""
+    _, found, tail = caption.rpartition("Keywords:")
+    if not found:
+        return []
+    words = (w.strip().lower() for w in tail.split(","))
+    return list(dict.fromkeys(w for w in words if w))
+
+
+def keyword_prompts(source: CaptionSource, indices: Sequence[int], templates: Sequence[str],
+                    tokenizer: ClipTokenizer) -> list[list[tuple[int, ...]]]:
+    """Per item of ``indices``: token ids of every template filled with every keyword of its captions (CLIP's
+    prompt ensemble used as training captions, so that class-name prompts are sentences the text tower has read
+    about images). Over-long prompts are cut like captions (they are short)."""
+    from .zeroshot import fill_template
+
+    out = []
+    for i in indices:
+        words = dict.fromkeys(w for c in source.items[i].captions for w in caption_keywords(c))
+        out.append([tokenizer.encode(fill_template(t, w))[0] for w in words for t in templates])
+    return out
 
 
 def tokenize_captions(source: CaptionSource, indices: Sequence[int], tokenizer: ClipTokenizer,

@@ -40,7 +40,10 @@ class ClipOptions(TaskOptions):
     black. templates: prompt templates (``{}`` is the class name), averaged per class. max_per_caption: keep at most
     this many training images per identical caption (0 = all): CLIP balanced its data per query the same way; in
     openclipart 1,225 training drawings share the caption "gramastar. Keywords: stars, shapes, magick, geometry",
-    and identical captions in one batch are negatives that no model can tell apart."""
+    and identical captions in one batch are negatives that no model can tell apart. keyword_prompts: the chance
+    that a training sample's caption is replaced by a prompt (a random template filled with one of its caption's
+    ``Keywords:``), so that the zero-shot prompts are the kind of sentence the text tower trained on (0 = off;
+    validation and zero-shot sets are unchanged)."""
 
     embed_dim: int = 128
     text_model: str = "clip_text_tiny"
@@ -54,6 +57,7 @@ class ClipOptions(TaskOptions):
     zero_shot_invert: bool = True
     templates: list[str] = field(default_factory=lambda: list(DEFAULT_TEMPLATES))
     max_per_caption: int = 0
+    keyword_prompts: float = 0.0
 
     def problems(self) -> list[str]:
         """Value checks the types alone do not express, as ``key: expected ..., got ...`` lines."""
@@ -71,6 +75,7 @@ class ClipOptions(TaskOptions):
         unknown = [z for z in self.zero_shot if z not in ZERO_SHOT_SETS]
         need(not unknown, "zero_shot", f"names among {ZERO_SHOT_SETS}", self.zero_shot)
         need(self.zero_shot_limit >= 1, "zero_shot_limit", ">= 1", self.zero_shot_limit)
+        need(0.0 <= self.keyword_prompts <= 1.0, "keyword_prompts", "a probability in [0, 1]", self.keyword_prompts)
         need(self.max_per_caption >= 0, "max_per_caption", ">= 0 (0 = keep all)", self.max_per_caption)
         need(bool(self.templates) and all("{" in t for t in self.templates), "templates",
              "a non-empty list of strings with a {} slot", self.templates)

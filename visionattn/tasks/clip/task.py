@@ -30,6 +30,7 @@ from .data import (
     CaptionedImages,
     cap_per_caption,
     collate_clip,
+    keyword_prompts,
     split_items,
     stack_tokens,
     tokenize_captions,
@@ -74,8 +75,11 @@ class ClipTask(Task):
                              f"the split (data.val_fraction {data.val_fraction}); expected at least 1 of each")
         truncated: list[tuple[str, str]] = []
         train_items, capped = cap_per_caption(source, split.train, o.max_per_caption, data.seed)
+        prompts = (keyword_prompts(source, train_items, o.templates, self.tokenizer) if o.keyword_prompts > 0
+                   else None)
         train = CaptionedImages(source, train_items, tokenize_captions(source, train_items, self.tokenizer, truncated),
-                                build_transform(data, train=True), train=True)
+                                build_transform(data, train=True), train=True, prompt_ids=prompts,
+                                prompt_p=o.keyword_prompts)
         eval_transform = build_transform(data, train=False)
         val = CaptionedImages(source, split.val, tokenize_captions(source, split.val, self.tokenizer, truncated),
                               eval_transform, train=False)
