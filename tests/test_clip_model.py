@@ -11,13 +11,12 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
+from clip_ddp_worker import ddp_worker, global_batch, tiny_clip
 from torch import nn
 
 open_clip = pytest.importorskip("open_clip")
@@ -225,46 +224,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tiny_clip() -> CLIPModel:
-    torch.manual_seed(0)
-    visual = create_model("vit_tiny_test", num_classes=0, img_size=16, dim=32, depth=1, heads=2)
-    return CLIPModel(visual, create_model("clip_text_test", num_classes=16, depth=1))
-
-
-def _global_batch():
-    g = torch.Generator().manual_seed(3)
-    images = torch.randn(8, 3, 16, 16, generator=g)
-    ids = torch.randint(1, 1000, (8, 6), generator=g)
-    ids[:, -1] = 49407
-    return images, ids
-
-
-def _ddp_worker(rank: int, world: int, port: int, out: str):
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    from visionattn.train.distributed import cleanup, init_distributed, wrap_model
-
-    info = init_distributed(backend="gloo", device="cpu", timeout_s=120)
-    try:
-        model = _tiny_clip()
-        ddp = wrap_model(model, info)
-        images, ids = _global_batch()
-        mine = slice(4 * rank, 4 * rank + 4)
-        outputs = ddp(images=images[mine], tokens=ids[mine])
-        loss, _ = clip_loss(outputs.image, outputs.text, outputs.logit_scale, info)
-        loss.backward()
-        if info.is_main:
-            torch.save({n: p.grad.clone() for n, p in model.named_parameters()}, Path(out) / "ddp_grads.pt")
-    finally:
-        cleanup(info)
-
-
 def test_two_ddp_processes_give_the_global_batch_gradients(tmp_path):
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    torch.multiprocessing.spawn(ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     ddp = torch.load(tmp_path / "ddp_grads.pt", weights_only=True)
-    model = _tiny_clip()
-    images, ids = _global_batch()
+    model = tiny_clip()
+    images, ids = global_batch()
     outputs = model(images=images, tokens=ids)
     loss, _ = clip_loss(outputs.image, outputs.text, outputs.logit_scale)
     loss.backward()
@@ -273,7 +237,7 @@ def test_two_ddp_processes_give_the_global_batch_gradients(tmp_path):
         torch.testing.assert_close(ddp[name] / scale, p.grad / scale, rtol=1e-4, atol=1e-5,
                                    msg=lambda m, n=name: f"{n}: {m}")
     # without the gather each rank would see only its own 4 negatives: a different gradient, far beyond the tolerance
-    local = _tiny_clip()
+    local = tiny_clip()
     out = local(images=images[:4], tokens=ids[:4])
     clip_loss(out.image, out.text, out.logit_scale)[0].backward()
     assert (local.logit_scale.grad - model.logit_scale.grad).abs() > 1e-3
@@ -282,7 +246,7 @@ def test_two_ddp_processes_give_the_global_batch_gradients(tmp_path):
 def test_logit_scale_starts_at_1_over_0_07_and_is_clamped_at_100():
     import math
 
-    model = _tiny_clip()
+    model = tiny_clip()
     assert float(model.scale().detach()) == pytest.approx(1 / 0.07)
     with torch.no_grad():
         model.logit_scale.fill_(math.log(500.0))
