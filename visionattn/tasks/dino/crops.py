@@ -4,7 +4,8 @@ One RGB PIL image → ``{"global": (2, C, G, G), "local": (N, C, L, L)}`` float 
 
 - every crop: ``RandomResizedCrop`` (bicubic; area ``global_scale`` for the globals, ``local_scale`` for the locals),
   horizontal flip (p = 0.5), colour jitter (brightness = contrast = ``jitter``, saturation ``jitter / 2``, hue
-  ``jitter / 4``; p = 0.8), grayscale (p = 0.2);
+  ``jitter / 4``; p = 0.8), grayscale (p = 0.2); with ``color=False`` the jitter keeps brightness and contrast only
+  and there is no grayscale step (on gray images saturation, hue and grayscale change nothing: they only cost time);
 - global 1: Gaussian blur (p = 1.0); global 2: blur (p = 0.1) and solarization (threshold 128, p = 0.2);
   locals: blur (p = 0.5).
 
@@ -33,11 +34,13 @@ def _blur(p: float, global_size: int) -> v2.Transform:
 
 class MultiCrop:
     """The transform of the module docstring. ``local_crops`` may be 0 (then ``"local"`` is ``(0, C, L, L)``).
-    ``in_chans`` 1 ends with one gray channel. ``blur`` / ``solarize`` / ``hflip`` False drop those steps."""
+    ``in_chans`` 1 ends with one gray channel. ``color`` / ``blur`` / ``solarize`` / ``hflip`` False drop those
+    steps."""
 
     def __init__(self, global_size: int, local_size: int, local_crops: int, global_scale=(0.4, 1.0),
-                 local_scale=(0.05, 0.4), jitter: float = 0.4, blur: bool = True, solarize: bool = True,
-                 hflip: bool = True, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), in_chans: int = 3):
+                 local_scale=(0.05, 0.4), jitter: float = 0.4, color: bool = True, blur: bool = True,
+                 solarize: bool = True, hflip: bool = True, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                 in_chans: int = 3):
         if in_chans not in (1, 3):
             raise ValueError(f"MultiCrop: in_chans expected 1 or 3, got {in_chans}")
         self.global_size, self.local_size, self.local_crops, self.in_chans = global_size, local_size, local_crops, \
@@ -46,8 +49,10 @@ class MultiCrop:
         if hflip:
             common.append(v2.RandomHorizontalFlip(p=0.5))
         if jitter > 0:
-            common.append(v2.RandomApply([v2.ColorJitter(jitter, jitter, jitter / 2, min(jitter / 4, 0.5))], p=0.8))
-        common.append(v2.RandomGrayscale(p=0.2))
+            chroma = (jitter / 2, min(jitter / 4, 0.5)) if color else (None, None)
+            common.append(v2.RandomApply([v2.ColorJitter(jitter, jitter, *chroma)], p=0.8))
+        if color:
+            common.append(v2.RandomGrayscale(p=0.2))
         finish = [v2.Grayscale(1)] if in_chans == 1 else []
         finish += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
                    v2.Normalize(mean=list(mean)[:in_chans], std=list(std)[:in_chans])]

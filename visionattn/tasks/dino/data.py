@@ -84,8 +84,8 @@ class EvalSamples(Dataset):
 
 
 def _multicrop(cfg: DataConfig, o: DinoOptions, in_chans: int) -> MultiCrop:
-    return MultiCrop(cfg.img_size, o.local_size, o.local_crops, o.global_scale, o.local_scale, o.jitter, o.blur,
-                     o.solarize, o.hflip, cfg.mean, cfg.std, in_chans)
+    return MultiCrop(cfg.img_size, o.local_size, o.local_crops, o.global_scale, o.local_scale, o.jitter, o.color,
+                     o.blur, o.solarize, o.hflip, cfg.mean, cfg.std, in_chans)
 
 
 def _bank(train: Dataset, size: int | None, seed: int) -> Dataset:

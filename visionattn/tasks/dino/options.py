@@ -47,6 +47,7 @@ class DinoOptions(TaskOptions):
     global_scale: tuple[float, float] = (0.4, 1.0)
     local_scale: tuple[float, float] = (0.05, 0.4)
     jitter: float = 0.4
+    color: bool = True
     blur: bool = True
     solarize: bool = True
     hflip: bool = True
