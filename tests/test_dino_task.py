@@ -56,6 +56,8 @@ def test_teacher_ema_frozen_last_layer_and_bit_exact_resume(tmp_path):
     student0 = {k: v.clone() for k, v in full.model.state_dict().items()}
     teacher0 = {k: v.clone() for k, v in full.task.teacher.state_dict().items()}
     assert all(torch.equal(student0[k], teacher0[k]) for k in student0)  # DINO starts them equal
+    init = full.task.random_init_model(full.data.meta).state_dict()  # the report's random-init baseline
+    assert all(torch.equal(init[k], student0[k]) for k in student0)
 
     full.fit(until_step=1)  # one real update: teacher = m teacher0 + (1 - m) student1, m at step 0
     m = teacher_momentum(0, full.total_steps, 0.996)
@@ -124,6 +126,16 @@ def test_report_eval_predict_and_viz_follow_the_teacher(tmp_path, capsys):
     with pytest.raises(ValueError, match="--text and --threshold are for other tasks"):
         predict_checkpoint(ckpt, images, PredictOptions(texts=["a"]), device="cpu")
 
+    import argparse
+
+    from visionattn.analysis.viz_cli import _load_model
+
+    shown, _, _ = _load_model(argparse.Namespace(paths=[str(ckpt), images[0]], img_size=None, weights=None,
+                                                 model=None))
+    teacher = dict(task.teacher.backbone.state_dict())
+    assert shown.state_dict().keys() == teacher.keys()  # the teacher's backbone, not the student's DinoModel
+    assert all(torch.equal(v, teacher[k]) for k, v in shown.state_dict().items())
+    assert any(not torch.equal(v, restored.model.backbone.state_dict()[k]) for k, v in teacher.items())
     assert main(["viz", str(ckpt), images[0], "--out", str(tmp_path / "viz"), "--device", "cpu"]) == 0
     written = sorted(p.name for p in (tmp_path / "viz").iterdir())
     assert "img0_input.png" in written and any(n.endswith("_cls.png") for n in written)
