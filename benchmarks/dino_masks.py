@@ -125,18 +125,22 @@ def main(argv=None) -> int:
     if args.figure:
         from visionattn.plotting import figure, png_bytes
 
-        fig = figure(1.3 * 4 * 3, 1.4 * len(examples) + 0.4)
-        axes = fig.subplots(len(examples), 12, squeeze=False)
+        shown = 3
+        fig = figure(1.1 * 4 * shown, 1.3 * len(examples) + 0.4)
+        axes = fig.subplots(len(examples), 4 * shown, squeeze=False)
         for r, (name, imgs, truth, dino_masks, random_masks) in enumerate(examples):
-            for i in range(4):
-                for j, (panel, title) in enumerate(((imgs[i], "image"), (truth[i].float(), "truth"),
-                                                    (dino_masks[i].float() * (0.3 + 0.7 * imgs[i]), "DINO mask"))):
-                    ax = axes[r, 3 * i + j]
+            for i in range(shown):
+                panels = ((imgs[i], "image"), (truth[i].float(), "truth"),
+                          (dino_masks[i].float() * (0.3 + 0.7 * imgs[i]), "DINO mask"),
+                          (random_masks[i].float() * (0.3 + 0.7 * imgs[i]), "random-init mask"))
+                for j, (panel, title) in enumerate(panels):
+                    ax = axes[r, 4 * i + j]
                     ax.imshow(panel.numpy(), cmap="gray", vmin=0, vmax=1)
                     ax.set_axis_off()
                     if r == 0 and i == 0:
                         ax.set_title(title, fontsize=7)
-            axes[r, 0].set_title(name, fontsize=7, loc="left")
+            axes[r, 0].text(-0.08, 0.5, name, fontsize=7, rotation=90, ha="right", va="center",
+                            transform=axes[r, 0].transAxes)
         with open(args.figure, "wb") as f:
             f.write(png_bytes(fig))
     if args.out:
