@@ -60,7 +60,7 @@ def test_teacher_ema_frozen_last_layer_and_bit_exact_resume(tmp_path):
     assert all(torch.equal(init[k], student0[k]) for k in student0)
 
     full.fit(until_step=1)  # one real update: teacher = m teacher0 + (1 - m) student1, m at step 0
-    m = teacher_momentum(0, full.total_steps, 0.996)
+    m = teacher_momentum(0, full.total_steps, full.cfg.task.teacher_momentum)
     student1 = full.model.state_dict()
     for k, v in full.task.teacher.state_dict().items():
         torch.testing.assert_close(v, m * teacher0[k] + (1 - m) * student1[k], rtol=0, atol=1e-7)
