@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,10 @@ class CocoSemantic:
             if cls is None:
                 raise MaskError(self.path, f"annotation {ann.get('id')} of image {item.name!r} has category "
                                            f"{ann['category_id']}, not among the categories {sorted(self.class_of)}")
-            out[self.coco.annToMask(ann).astype(bool)] = cls
+            with warnings.catch_warnings():  # pycocotools' numpy-2 copy= DeprecationWarning, once per mask
+                warnings.simplefilter("ignore", DeprecationWarning)
+                painted = self.coco.annToMask(ann).astype(bool)
+            out[painted] = cls
         return out
 
     def _panoptic(self, item: CocoItem, ignore_index: int) -> np.ndarray:

@@ -81,6 +81,8 @@ def to_sample(image: np.ndarray, mask: np.ndarray) -> dict:
     integers → ``{"image": tv_tensors.Image (3, H, W) uint8, "mask": tv_tensors.Mask (H, W) int64}``, the input of
     :func:`segmentation_transform`."""
     arr = np.asarray(image)
+    if not arr.flags.writeable:  # e.g. np.asarray of a PIL image: torch wants writable memory
+        arr = arr.copy()
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
