@@ -119,3 +119,22 @@ def test_torchvision_baselines_share_the_interface(name):
     assert logits.shape == (2, 2, 32, 32) and len(aux) == int(name.endswith("fcn_resnet50"))
     with pytest.raises(ValueError, match="may only set aux_loss, got \\['depth'\\]"):
         build_torchvision_baseline(name, 2, {"depth": 3})
+
+
+def test_parameters_the_segmentation_forward_never_uses_are_frozen():
+    """The backbone's final norm (only forward_features applies it) and stages after the deepest one read: frozen,
+    so that DDP (every trained parameter must get a gradient) and weight decay leave them alone; BN statistics and
+    the RNG are untouched by the probe."""
+    from visionattn.tasks.segmentation.model import freeze_unused
+
+    torch.manual_seed(0)
+    model = build_segmentation_model(_vit(), "pup", 3, channels=8, stages=[1])
+    buffers = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    state = torch.get_rng_state()
+    frozen = freeze_unused(model, 32)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in buffers.items())
+    assert set(frozen) == {n for n, _ in model.named_parameters()
+                           if n.startswith(("backbone.norm.", "backbone.stages.2.", "backbone.stages.3."))}
+    assert all(p.requires_grad == (n not in frozen) for n, p in model.named_parameters())
+    assert all(p.grad is None for p in model.parameters())

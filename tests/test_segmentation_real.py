@@ -99,3 +99,39 @@ def test_confusion_matrix_is_summed_over_ranks(tmp_path):
     single.update(torch.randn(2, 3, 5, 5, generator=g), {"mask": torch.randint(0, 3, (2, 5, 5), generator=g)})
     single.reduce(LOCAL)
     assert torch.equal(torch.load(tmp_path / "cm.pt"), single.confusion)
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str):
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    from pathlib import Path
+
+    from tests.test_segmentation_task import TINY
+    from visionattn.train.config import load_config
+    from visionattn.train.distributed import cleanup, init_distributed
+    from visionattn.train.loop import Trainer
+
+    info = init_distributed(backend="gloo", device="cpu", timeout_s=120)
+    try:
+        trainer = Trainer(load_config(overrides=TINY + ["task.decoder=mla", "model.overrides.depth=4"]),
+                          run_dir=Path(out) / f"ddp{rank}", log=lambda m: None, info=info)
+        start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        trainer.fit(until_step=3)
+        torch.save({"start": start, "end": trainer.model.state_dict()}, Path(out) / f"rank{rank}.pt")
+    finally:
+        cleanup(info)
+
+
+def test_two_ddp_processes_train_setr(tmp_path):
+    """DDP needs a gradient for every trained parameter: with the backbone's unused final norm frozen, 3 updates run
+    on 2 gloo processes (the 2nd would fail otherwise), and both ranks end with the same parameters. (On CPU the
+    heads' BatchNorm statistics are per rank, so the run is not the single-process run: torch has no CPU
+    SyncBatchNorm; DDP broadcasts rank 0's running statistics before each forward.)"""
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    params = [k for k in r0["end"] if "running_" not in k and "num_batches" not in k]
+    assert [k for k in params if not torch.equal(r0["end"][k], r1["end"][k])] == []
+    moved = [k for k in r0["end"] if not torch.equal(r0["end"][k], r0["start"][k])]
+    assert "backbone.norm.weight" not in moved
+    assert {"head.cls.weight", "backbone.stages.0.attn.qkv.weight", "aux_heads.0.cls.weight"} <= set(moved)

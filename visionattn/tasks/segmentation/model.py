@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .decoders import DECODERS, NaiveHead, build_decoder
 
-__all__ = ["SegmentationModel", "TrainForward", "evenly_spaced", "build_segmentation_model"]
+__all__ = ["SegmentationModel", "TrainForward", "evenly_spaced", "build_segmentation_model", "freeze_unused"]
 
 
 def evenly_spaced(num_stages: int, count: int) -> list[int]:
@@ -119,6 +119,28 @@ class TrainForward(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
         return self.model.forward_train(x, padding_mask)
+
+
+def freeze_unused(model: SegmentationModel, size: int) -> list[str]:
+    """Freeze (``requires_grad_(False)``) the parameters that ``forward_train`` never uses, found by one forward and
+    backward of two random ``size x size`` images in eval mode (no BatchNorm statistics change, the RNG states are
+    restored): the backbone's final norm, which only ``forward_features`` applies, and any stage after the deepest
+    one the heads read. DDP requires every trained parameter to get a gradient, and weight decay would otherwise
+    shrink them for nothing. Returns their names."""
+    was = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        logits, aux = model.forward_train(torch.randn(2, 3, size, size))
+        (logits.sum() + sum(a.sum() for a in aux)).backward()
+    model.train(was)
+    frozen = []
+    for name, p in model.named_parameters():
+        if p.requires_grad and p.grad is None:
+            p.requires_grad_(False)
+            frozen.append(name)
+        p.grad = None
+    return frozen
 
 
 def build_segmentation_model(backbone: nn.Module, decoder: str, num_classes: int, channels: int = 256,

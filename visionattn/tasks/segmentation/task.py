@@ -16,7 +16,7 @@ from .data import SEGMENTATION_DATASETS, build_segmentation_data
 from .inference import slide_inference, whole_inference
 from .loss import SegmentationLoss
 from .metrics import ConfusionMetric, format_seg_eval
-from .model import TrainForward, build_segmentation_model
+from .model import TrainForward, build_segmentation_model, freeze_unused
 from .options import SegmentationOptions
 
 __all__ = ["SegmentationTask"]
@@ -64,10 +64,24 @@ class SegmentationTask(Task):
                                 pretrained_path=model.pretrained_path, **spec_overrides(model))
         if getattr(backbone, "input_kind", "image") != "image":
             raise ValueError(f"segmentation needs an image backbone, {model.name!r} takes {backbone.input_kind}")
-        return build_segmentation_model(backbone, o.decoder, len(classes), o.channels, o.stages, o.mla_streams,
-                                        o.aux_stages, input_norm=o.input_norm)
+        seg = build_segmentation_model(backbone, o.decoder, len(classes), o.channels, o.stages, o.mla_streams,
+                                       o.aux_stages, input_norm=o.input_norm)
+        freeze_unused(seg, int(meta["img_size"]))  # e.g. the backbone's final norm: DDP needs every grad used
+        return seg
+
+    def setup(self, model: nn.Module, device: torch.device) -> None:
+        self._device = device
 
     def train_module(self, model: nn.Module) -> nn.Module:
+        """:class:`TrainForward` (so DDP sees the auxiliary heads). Under torchrun on GPUs the heads' BatchNorms
+        become ``SyncBatchNorm`` (SETR's "sync batch norm": statistics over the global batch, whatever the
+        per-rank batch); torch has no CPU SyncBatchNorm, so with gloo on CPU they stay per rank."""
+        import torch.distributed as dist
+
+        device = getattr(self, "_device", None)
+        if (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and device is not None
+                and device.type != "cpu"):
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return TrainForward(model)
 
     # -- training -------------------------------------------------------------------------------------------------
