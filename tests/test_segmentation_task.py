@@ -118,3 +118,23 @@ def test_predict_reads_16_bit_microscopy_like_the_nuclei_data(tmp_path):
     assert image.shape == (48, 64, 3) and image.dtype == np.uint8 and image.max() == 255 and image.min() == 0
     plain = read_input(str(tmp_path / "cells.png"), {})  # load_image's 16-bit rule: v / 257, so nearly black
     assert plain.max() <= 1
+
+
+def test_setr_decoders_experiment_quick(tmp_path):
+    """The experiment file loads (every variant's config builds) and its --quick setting runs end to end: a table
+    with mIoU per decoder, the ordering check and the plot."""
+    import csv
+
+    from visionattn.cli import main
+    from visionattn.experiments.runner import check_plans
+    from visionattn.experiments.spec import load_spec, plan_runs
+
+    spec = load_spec("setr_decoders")
+    assert spec.metric == "val_miou" and spec.ordering == [("naive", "pup"), ("naive", "mla")]
+    check_plans(spec, plan_runs(spec), tmp_path)
+    out = tmp_path / "exp"
+    assert main(["experiment", "setr_decoders", "--quick", "--jobs", "1", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["variant"] for r in rows] == ["naive", "pup"] and all(r["status"] == "ok" for r in rows)
+    assert all(0 < float(r["val_miou"]) <= 1 and float(r["gmacs"]) > 0 for r in rows)
+    assert "naive < pup" in (out / "summary.md").read_text() and (out / "setr_decoders.png").is_file()
