@@ -75,6 +75,9 @@ def test_check_mask_says_expected_vs_got():
     with pytest.raises(MaskError, match=r"label values 7 \(3 px\) are outside the 3 classes \(expected 0..2 or the "
                                         r"ignore index 255\)"):
         check_mask(labels, 3, (4, 5), "m.png")
+    labels[1, :3] = 3  # the first value past the classes
+    with pytest.raises(MaskError, match=r"label values 3 \(3 px\)"):
+        check_mask(labels, 3, (4, 5), "m.png")
 
 
 def _voc(root: Path, names=("a", "b", "c", "d", "e", "f", "g")) -> Path:
