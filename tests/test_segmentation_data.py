@@ -302,3 +302,14 @@ def test_nuclei_tiles_are_spatially_disjoint():
 def test_palette_is_the_voc_colour_map():
     assert palette_for(4) == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
     assert palette_for(21)[15] == [192, 128, 128]  # VOC's person
+
+
+def test_a_separate_validation_set_takes_all_of_data_path_for_training(tmp_path):
+    train_root = _voc(tmp_path / "train", names=("a", "b", "c"))
+    val_root = _voc(tmp_path / "val", names=("x", "y"))
+    cfg = DataConfig(name="seg_folder", path=str(train_root), img_size=8, val_fraction=0.5)
+    with pytest.warns(UserWarning):  # the two corrupt h.jpg files
+        data = build_segmentation_data(cfg, SegmentationOptions(val_path=str(val_root)), seed=0)
+    assert sorted(s["name"] for s in data.train) == ["a", "b", "c"]
+    assert sorted(data.val[i]["name"] for i in range(len(data.val))) == ["x", "y"]
+    assert sorted(Path(p).name for p, _ in data.skipped) == ["h.jpg", "h.jpg"]
