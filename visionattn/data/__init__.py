@@ -56,6 +56,10 @@ register_dataset_name("mnist")
 register_dataset_name("images", needs_path=True)  # unlabeled image files (self-supervision; data/unlabeled.py)
 
 
+# the semantic segmentation task's datasets (visionattn.data.segmentation, visionattn.tasks.segmentation)
+for _name, _needs_path in (("digit_scenes", False), ("nuclei", False), ("labelme_voc", False), ("seg_folder", True),
+                           ("seg_csv", True), ("coco_semantic", True)):
+    register_dataset_name(_name, needs_path=_needs_path)
 # the video task's data (visionattn.data.video, assembled by visionattn.tasks.video)
 for _name in ("moving_digits", "video_folder", "frame_folder", "video_csv"):
     register_dataset_name(_name, needs_path=_name != "moving_digits")
