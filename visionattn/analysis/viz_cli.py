@@ -7,10 +7,11 @@
     visionattn viz --model NAME IMAGE... [--weights FILE] [--img-size N] ...
 
 ``CHECKPOINT`` is a ``visionattn train`` checkpoint: the model and its evaluation transform are rebuilt from it
-(as ``visionattn predict``). With ``--model`` a registered preset is built instead — with random weights (seeded)
-or ``--weights FILE`` (ours, timm or DINO state dicts) — and images are resized to ``--img-size`` (default: the
-preset's) and normalised with ImageNet statistics. Query pixels ``X,Y`` are in the model-input image (after the
-resize), ``0 ≤ X < W``, ``0 ≤ Y < H``.
+(as ``visionattn predict``), and its task picks the module whose attention is shown (``Task.attention_model``:
+the model itself for classification, the teacher's backbone for DINO). With ``--model`` a registered preset is
+built instead — with random weights (seeded) or ``--weights FILE`` (ours, timm or DINO state dicts) — and images
+are resized to ``--img-size`` (default: the preset's) and normalised with ImageNet statistics. Query pixels ``X,Y``
+are in the model-input image (after the resize), ``0 ≤ X < W``, ``0 ≤ Y < H``.
 
 Writes into ``--out`` (default ``viz``), for each image ``STEM``: ``STEM_input.png`` (the model input), one
 ``STEM_<layer>_<query>.png`` per layer and query (the image, the head mean and every head overlaid, and under each
@@ -90,8 +91,8 @@ def _load_model(args):
                              f"weights file goes with --model NAME)")
         from ..train.evaluate import model_from_checkpoint
 
-        model, cfg, _, _ = model_from_checkpoint(args.paths[0], weights)
-        return model, cfg.data, args.paths[1:]
+        model, cfg, task, _ = model_from_checkpoint(args.paths[0], weights)
+        return task.attention_model(model), cfg.data, args.paths[1:]  # e.g. DINO: its teacher's backbone
     from ..models import create_model
     from ..models.registry import get_preset
 

