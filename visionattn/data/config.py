@@ -69,8 +69,8 @@ class DataConfig:
     ``n - round(n * (1 - fraction))`` images, at least 1; validation untouched); 1.0 = all of it.
     ``subset_seed``: the seed of that subset (``None`` = ``seed``), so runs can vary the subset but keep the split.
     ``val_subset``: validate on a stratified subset of this share of the validation split (per class as
-    ``train_fraction``, seeded by ``seed``, so every run with the same ``seed`` scores the same images); 1.0 = all of it.
-    For large validation sets (Fashion-MNIST's 10,000) on a slow machine.
+    ``train_fraction``, seeded by ``seed``, so every run with the same ``seed`` scores the same images); 1.0 = all
+    of it. For large validation sets (Fashion-MNIST's 10,000) on a slow machine.
     """
 
     name: str = "digits"
