@@ -45,10 +45,15 @@ def subset_indices(targets: Sequence[int], fraction: float, seed: int) -> list[i
 
 def apply_train_fraction(bundle: DataBundle, cfg: DataConfig) -> DataBundle:
     """``bundle`` with its training set cut to ``cfg.train_fraction`` (seeded by ``cfg.subset_seed``, else
-    ``cfg.seed``); the bundle itself when the fraction is 1."""
-    if cfg.train_fraction >= 1.0:
+    ``cfg.seed``) and its validation set to ``cfg.val_subset`` (seeded by ``cfg.seed``); the bundle itself when both
+    are 1."""
+    val_subset = getattr(cfg, "val_subset", 1.0)
+    if cfg.train_fraction >= 1.0 and val_subset >= 1.0:
         return bundle
-    seed = cfg.seed if cfg.subset_seed is None else cfg.subset_seed
-    keep = subset_indices(bundle.train.targets, cfg.train_fraction, seed)
-    return DataBundle(TargetSubset(bundle.train, keep), bundle.val, bundle.classes, bundle.img_size, bundle.skipped,
-                      bundle.in_chans)
+    train, val = bundle.train, bundle.val
+    if cfg.train_fraction < 1.0:
+        seed = cfg.seed if cfg.subset_seed is None else cfg.subset_seed
+        train = TargetSubset(train, subset_indices(train.targets, cfg.train_fraction, seed))
+    if val_subset < 1.0:
+        val = TargetSubset(val, subset_indices(val.targets, val_subset, cfg.seed))
+    return DataBundle(train, val, bundle.classes, bundle.img_size, bundle.skipped, bundle.in_chans)
