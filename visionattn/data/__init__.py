@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from .builtin import ArrayDataset, build_digits, build_lfw, stratified_split
 from .cifar import build_cifar10, build_cifar100
-from .config import DataBundle, DataConfig, SkippedImageWarning
+from .config import DataBundle, DataConfig, SkippedImageWarning, register_dataset_name
 from .folder import FileDataset, build_csv, build_folder
 from .images import BadImage, load_image
 from .subset import TargetSubset, apply_train_fraction
@@ -37,6 +37,11 @@ __all__ = [
     "TargetSubset",
     "DATASETS",
 ]
+
+# detection (visionattn.tasks.detection): composed digit scenes, deepforest trees, labelme's fixture, and formats
+for _name, _path in (("digit_scenes", False), ("trees", False), ("labelme", False), ("coco", True),
+                     ("coco_panoptic", True), ("voc", True)):
+    register_dataset_name(_name, needs_path=_path)
 
 DATASETS: dict[str, Callable[[DataConfig], DataBundle]] = {
     "digits": build_digits,

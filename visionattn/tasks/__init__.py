@@ -49,7 +49,8 @@ __all__ = [
 ]
 
 DEFAULT_TASK = "classification"
-TASK_MODULES = ("classification",)
+TASK_MODULES = ("classification",
+                "detection",)
 _REGISTRY: dict[str, type[Task]] = {}
 _loaded = False
 

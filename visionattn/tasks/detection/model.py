@@ -23,7 +23,8 @@ from .position import sine_position_embedding
 from .segmentation import AttentionMap, MaskHead
 from .transformer import DetrTransformer
 
-__all__ = ["DetrSpec", "DetrOutput", "Detr", "BoxMLP", "build_detr", "convert_detr_state_dict", "load_detr_weights"]
+__all__ = ["DetrSpec", "DetrOutput", "Detr", "BoxMLP", "build_detr", "convert_detr_state_dict", "load_backbone_weights",
+           "load_detr_weights"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,9 @@ class Detr(nn.Module):
         if spec.num_classes < 1 or spec.num_queries < 1:
             raise ValueError(f"DETR: expected num_classes >= 1 and num_queries >= 1, got {spec.num_classes}, "
                              f"{spec.num_queries}")
+        if spec.masks and (spec.hidden_dim + spec.heads) % 8:
+            raise ValueError(f"DETR's panoptic head group-normalises hidden_dim + heads channels in 8 groups: "
+                             f"expected hidden_dim + heads divisible by 8, got {spec.hidden_dim} + {spec.heads}")
         if spec.masks and len(backbone.indices) < 4:
             raise ValueError(f"DETR's panoptic head needs 3 backbone maps before the transformer's; the backbone "
                              f"gives stages {backbone.indices}")
@@ -140,7 +144,9 @@ def build_detr(backbone_name: str, spec: DetrSpec, backbone_overrides: dict | No
     by ``backbone_overrides``, weights from ``pretrained_path`` if given)."""
     from ...models import create_model
 
-    body = create_model(backbone_name, num_classes=0, pretrained_path=pretrained_path, **(backbone_overrides or {}))
+    body = create_model(backbone_name, num_classes=0, **(backbone_overrides or {}))
+    if pretrained_path is not None:
+        load_backbone_weights(body, pretrained_path)
     count = len(body.stages)
     last = spec.feature_index % count if -count <= spec.feature_index < count else spec.feature_index
     if not 0 <= last < count:
@@ -148,6 +154,21 @@ def build_detr(backbone_name: str, spec: DetrSpec, backbone_overrides: dict | No
                          f"{count} stages")
     indices = list(range(max(0, last - 3), last + 1)) if spec.masks else [last]
     return Detr(DetrBackbone(body, indices), spec)
+
+
+def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
+    """A backbone checkpoint (ours, e.g. a classification run's ``best.pt``, or timm's / DINO's) into ``body``,
+    its classifier left out (the detector has none); other keys must fit exactly (``ValueError`` naming them)."""
+    from ...models.checkpoint import check_state_dict, read_state_dict
+
+    state = read_state_dict(path)
+    convert = getattr(body, "convert_state_dict", None)
+    if set(state) != set(body.state_dict()) and callable(convert):
+        state = convert(state)
+    heads = tuple(f"{name}." for name in getattr(body, "classifier_names", ("head",)))
+    state = {k: v for k, v in state.items() if not k.startswith(heads)}
+    check_state_dict(body, state, f"backbone checkpoint {str(path)!r}")
+    body.load_state_dict(state, strict=True)
 
 
 # -- converters: Hugging Face transformers / official DETR state dicts → ours ----------------------------------------

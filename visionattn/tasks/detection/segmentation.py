@@ -54,10 +54,10 @@ class ConvNormAct(nn.Sequential):
     """3×3 conv → GroupNorm (``min(8, out)`` groups) → ReLU; ``(B, in, H, W)`` → ``(B, out, H, W)``."""
 
     def __init__(self, in_chs: int, out_chs: int):
+        super().__init__()
         groups = min(8, out_chs)
         if out_chs % groups:
             raise ValueError(f"ConvNormAct: {out_chs} channels do not split into {groups} GroupNorm groups")
-        super().__init__()
         self.conv = nn.Conv2d(in_chs, out_chs, 3, padding=1)
         self.norm = nn.GroupNorm(groups, out_chs)
         self.act = nn.ReLU()
