@@ -77,8 +77,10 @@ def test_matcher_finds_the_brute_force_optimum(seed):
         assert len(rows) == len(cols) == min(m, logits.shape[1])
         if m == 0:
             continue
-        cost = lambda assign: sum(_pair_cost(logits[b, q], boxes[b, q], int(t["labels"][j]),  # noqa: E731
-                                             t["boxes"][j]) for j, q in enumerate(assign))
+        def cost(assign, b=b, t=t):
+            return sum(_pair_cost(logits[b, q], boxes[b, q], int(t["labels"][j]), t["boxes"][j])
+                       for j, q in enumerate(assign))
+
         best = min(itertools.permutations(range(logits.shape[1]), m), key=cost)
         got = [0] * m
         for q, j in zip(rows.tolist(), cols.tolist(), strict=True):

@@ -113,8 +113,10 @@ def _official_from_hf(state: dict) -> dict:
             continue
         rules = [(r"^backbone\.model\.", "backbone.0.body."), (r"^input_projection\.", "input_proj."),
                  (r"^query_position_embeddings\.", "query_embed."),
-                 (r"^(encoder|decoder)\.layers\.(\d+)\.self_attn\.o_proj\.", r"transformer.\1.layers.\2.self_attn.out_proj."),
-                 (r"^decoder\.layers\.(\d+)\.encoder_attn\.o_proj\.", r"transformer.decoder.layers.\1.multihead_attn.out_proj."),
+                 (r"^(encoder|decoder)\.layers\.(\d+)\.self_attn\.o_proj\.",
+                  r"transformer.\1.layers.\2.self_attn.out_proj."),
+                 (r"^decoder\.layers\.(\d+)\.encoder_attn\.o_proj\.",
+                  r"transformer.decoder.layers.\1.multihead_attn.out_proj."),
                  (r"^(encoder|decoder)\.layers\.(\d+)\.mlp\.fc1\.", r"transformer.\1.layers.\2.linear1."),
                  (r"^(encoder|decoder)\.layers\.(\d+)\.mlp\.fc2\.", r"transformer.\1.layers.\2.linear2."),
                  (r"^(encoder|decoder)\.layers\.(\d+)\.self_attn_layer_norm\.", r"transformer.\1.layers.\2.norm1."),

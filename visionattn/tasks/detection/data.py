@@ -24,9 +24,9 @@ from torchvision.ops import box_convert
 from ...data import DataConfig, load_image
 from ...data.config import warn_skipped
 from ...data.detection import (
+    TREE_CLASSES,
     DetectionRecord,
     SceneRecords,
-    TREE_CLASSES,
     load_panoptic,
     read_box_csv,
     read_coco,

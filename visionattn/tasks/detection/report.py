@@ -12,8 +12,8 @@ from torch import nn
 from ...data.transforms import denormalize_with
 from ...plotting import figure, png_bytes
 from ..base import Evaluation, GridImage, ReportItem, TaskData
-from .predict import draw_detections, palette
 from .postprocess import detections, panoptic_map
+from .predict import draw_detections, palette
 
 __all__ = ["detection_items", "sample_pairs", "decoder_attention_item"]
 

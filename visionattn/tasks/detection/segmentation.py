@@ -2,9 +2,10 @@
 FPN-style convolutional head that turns them into mask logits with the backbone's finer feature maps.
 
 :class:`AttentionMap` gives, for each decoder output, its multi-head attention logits over the encoder memory,
-normalised as DETR does (see its docstring); no values are mixed. :class:`MaskHead` is DETR's ``MaskHeadSmallConv``: two conv-GN-ReLU blocks at the
-memory's stride, then three fusions (1×1 adapter of a finer backbone map + nearest upsampling, conv-GN-ReLU), then
-a 3×3 conv to one logit per pixel at the finest map's stride.
+normalised as DETR does (see its docstring); no values are mixed. :class:`MaskHead` is DETR's
+``MaskHeadSmallConv``: two conv-GN-ReLU blocks at the memory's stride, then three fusions (1×1 adapter of a
+finer backbone map + nearest upsampling, conv-GN-ReLU), then a 3×3 conv to one logit per pixel at the finest map's
+stride.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
 
 __all__ = ["AttentionMap", "MaskHead", "ConvNormAct"]
 
