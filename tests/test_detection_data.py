@@ -261,3 +261,19 @@ def test_collate_pads_to_the_multiple_with_a_padding_mask():
     assert batch["image"].shape == (2, 3, 64, 64) and batch["padding_mask"].shape == (2, 64, 64)
     assert not batch["padding_mask"][1, :20, :30].any() and batch["padding_mask"][1, 20:].all()
     assert isinstance(batch["target"], list) and batch["target"][1] is small["target"]
+
+
+def test_digit_singles_is_a_classification_set_of_one_digit_scenes():
+    from visionattn.data import DataConfig, build_datasets
+    from visionattn.data.detection import DigitSingles
+    from visionattn.data.transforms import build_transform
+
+    bundle = build_datasets(DataConfig(name="digit_singles", img_size=32))
+    assert len(bundle.train) == 12000 and len(bundle.val) == 1000 and bundle.classes == [str(d) for d in range(10)]
+    image, label = bundle.val[3]
+    assert image.shape == (3, 32, 32) and 0 <= label <= 9
+    small = DigitSingles("val", 5, 32, build_transform(DataConfig(img_size=32), False, 3))
+    assert small.targets == [int(small.scenes[i]["labels"][0]) for i in range(5)]
+    assert small.targets[3] == label  # the same composed scene
+    with pytest.raises(ValueError, match="img_size expected >= 32"):
+        DigitSingles("val", 5, 16, None)

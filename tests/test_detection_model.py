@@ -250,3 +250,32 @@ def test_feature_index_drops_later_stages_and_bad_indices_are_named():
         build_detr("resnet_test", DetrSpec(num_classes=2, masks=True, feature_index=1))
     with pytest.raises(ValueError, match=r"hidden_dim \+ heads divisible by 8, got 64 \+ 4"):
         build_detr("resnet_test", DetrSpec(num_classes=2, hidden_dim=64, heads=4, masks=True))
+
+
+def test_backbone_weights_frozen_batch_norm_and_a_fixed_backbone(tmp_path):
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from visionattn.models import create_model
+
+    torch.manual_seed(0)
+    classifier = create_model("resnet_test", num_classes=10)
+    with torch.no_grad():
+        classifier.stem.bn.running_mean.uniform_(-1, 1)
+    torch.save({"model": classifier.state_dict()}, tmp_path / "cls.pt")  # a classification run's checkpoint layout
+    spec = DetrSpec(num_classes=3, num_queries=4, hidden_dim=32, heads=4, enc_layers=1, dec_layers=1, ffn_dim=32,
+                    frozen_bn=True, train_backbone=False)
+    model = build_detr("resnet_test", spec, pretrained_path=str(tmp_path / "cls.pt"))
+    body = model.backbone.body
+    assert isinstance(body.stem.bn, FrozenBatchNorm2d)
+    assert torch.equal(body.stem.bn.running_mean, classifier.stem.bn.running_mean)  # statistics kept
+    assert torch.equal(body.stem.conv.weight, classifier.stem.conv.weight)
+    assert not any(p.requires_grad for p in body.parameters())
+    assert all(p.requires_grad for n, p in model.named_parameters() if not n.startswith("backbone."))
+    model.train()
+    x = torch.randn(2, 3, 64, 64)
+    before = body.stem.bn.running_mean.clone()
+    model(x).logits.sum().backward()
+    assert torch.equal(body.stem.bn.running_mean, before)  # training mode moves no statistic
+    torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="backbone checkpoint .*other.pt"):
+        build_detr("resnet_test", spec, pretrained_path=str(tmp_path / "other.pt"))

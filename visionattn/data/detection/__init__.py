@@ -9,12 +9,14 @@ objects, checked once: see :mod:`.records` for how each annotation problem is ha
 | ``read_box_csv(path, classes)`` | CSV ``image_path,xmin,ymin,xmax,ymax,label`` |
 | ``tree_tiles(split, tile, stride)`` | deepforest's aerial tree crops, tiled, split by region |
 | ``SceneRecords(DigitScenes(...), stuff)`` | composed digit scenes (detection, or panoptic with a stuff class) |
+| ``build_digit_singles(cfg)`` | one composed digit per canvas as a classification set (backbone pretraining) |
 """
 
 from .coco import CocoSet, load_panoptic, read_coco, read_coco_panoptic, rgb_to_id
 from .csv_boxes import CSV_COLUMNS, read_box_csv
 from .records import DetectionRecord, Skips, check_image_file, checked_record, require_records
 from .scenes import SceneRecords, scene_classes
+from .singles import DigitSingles, build_digit_singles
 from .trees import TREE_CLASSES, tile_starts, tree_tiles
 from .voc import read_voc
 
@@ -22,9 +24,11 @@ __all__ = [
     "CSV_COLUMNS",
     "CocoSet",
     "DetectionRecord",
+    "DigitSingles",
     "SceneRecords",
     "Skips",
     "TREE_CLASSES",
+    "build_digit_singles",
     "check_image_file",
     "checked_record",
     "load_panoptic",

@@ -61,6 +61,8 @@ class DetrBackbone(nn.Module):
 
     def _freeze_unreached(self) -> list[str]:
         """Names of the parameters frozen because no returned map depends on them."""
+        if not any(p.requires_grad for p in self.body.parameters()):
+            return []
         was = self.body.training
         self.body.eval()  # no batch-norm statistics move; no dropout draws
         try:

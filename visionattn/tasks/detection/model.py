@@ -23,8 +23,8 @@ from .position import sine_position_embedding
 from .segmentation import AttentionMap, MaskHead
 from .transformer import DetrTransformer
 
-__all__ = ["DetrSpec", "DetrOutput", "Detr", "BoxMLP", "build_detr", "convert_detr_state_dict", "load_backbone_weights",
-           "load_detr_weights"]
+__all__ = ["DetrSpec", "DetrOutput", "Detr", "BoxMLP", "build_detr", "convert_detr_state_dict", "freeze_batch_norm",
+           "load_backbone_weights", "load_detr_weights"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,9 @@ class DetrSpec:
     """num_classes: object classes K (the head has K + 1 outputs). num_queries: object queries N. hidden_dim,
     heads, enc_layers, dec_layers, ffn_dim, dropout: the transformer. feature_index: the backbone stage whose map the
     transformer reads (-1: the last, DETR's C5; -2: the stride-16 map, the cheap cousin of DETR-DC5). masks: the
-    panoptic head (it also reads the three stages before ``feature_index``). backend: the operator backend."""
+    panoptic head (it also reads the three stages before ``feature_index``). backend: the operator backend.
+    frozen_bn: the backbone's batch norms become ``torchvision.ops.FrozenBatchNorm2d`` (DETR's choice: statistics
+    and affine parameters fixed, as loaded). train_backbone: False freezes the backbone (DETR's ``lr_backbone=0``)."""
 
     num_classes: int
     num_queries: int = 100
@@ -45,6 +47,8 @@ class DetrSpec:
     feature_index: int = -1
     masks: bool = False
     backend: str = "auto"
+    frozen_bn: bool = False
+    train_backbone: bool = True
 
 
 @dataclass
@@ -153,7 +157,30 @@ def build_detr(backbone_name: str, spec: DetrSpec, backbone_overrides: dict | No
         raise ValueError(f"DETR: feature_index {spec.feature_index} is out of range for {backbone_name} with "
                          f"{count} stages")
     indices = list(range(max(0, last - 3), last + 1)) if spec.masks else [last]
+    if spec.frozen_bn:
+        freeze_batch_norm(body)
+    if not spec.train_backbone:
+        body.requires_grad_(False)
     return Detr(DetrBackbone(body, indices), spec)
+
+
+def freeze_batch_norm(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.BatchNorm2d`` under ``module`` (in place) by ``torchvision.ops.FrozenBatchNorm2d`` with
+    the same statistics, affine parameters and epsilon."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            with torch.no_grad():
+                for key in ("weight", "bias", "running_mean", "running_var"):
+                    source = getattr(child, key)
+                    if source is not None:
+                        getattr(frozen, key).copy_(source)
+            setattr(module, name, frozen)
+        else:
+            freeze_batch_norm(child)
+    return module
 
 
 def load_backbone_weights(body: nn.Module, path: str | Path) -> None:

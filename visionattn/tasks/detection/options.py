@@ -16,7 +16,9 @@ __all__ = ["DetectionOptions"]
 class DetectionOptions(TaskOptions):
     """DETR (``model.name`` is the backbone, any registered preset; ``model.overrides`` its spec fields):
     num_queries, hidden_dim, heads, enc_layers, dec_layers, ffn_dim, dropout; feature_index: the backbone stage the
-    transformer reads (-1: the last); aux_loss: a loss at every decoder layer.
+    transformer reads (-1: the last); aux_loss: a loss at every decoder layer; frozen_bn: the backbone's batch norms
+    frozen (DETR's FrozenBatchNorm2d; with ``model.pretrained_path``); train_backbone: False trains the transformer
+    and heads on a fixed backbone (DETR's ``lr_backbone=0``).
 
     Matching and loss (DETR's defaults): class_cost, bbox_cost, giou_cost; ce_weight, bbox_weight, giou_weight,
     eos_coef ("no object" weight in the cross-entropy); mask_weight (focal) and dice_weight for the panoptic head.
@@ -47,6 +49,8 @@ class DetectionOptions(TaskOptions):
     dropout: float = 0.1
     feature_index: int = -1
     aux_loss: bool = True
+    frozen_bn: bool = False
+    train_backbone: bool = True
     class_cost: float = 1.0
     bbox_cost: float = 5.0
     giou_cost: float = 2.0
@@ -117,7 +121,7 @@ class DetectionOptions(TaskOptions):
         return DetrSpec(num_classes=num_classes, num_queries=self.num_queries, hidden_dim=self.hidden_dim,
                         heads=self.heads, enc_layers=self.enc_layers, dec_layers=self.dec_layers,
                         ffn_dim=self.ffn_dim, dropout=self.dropout, feature_index=self.feature_index,
-                        masks=self.masks)
+                        masks=self.masks, frozen_bn=self.frozen_bn, train_backbone=self.train_backbone)
 
     def loss_weights(self) -> LossWeights:
         return LossWeights(ce=self.ce_weight, bbox=self.bbox_weight, giou=self.giou_weight, mask=self.mask_weight,
