@@ -246,8 +246,12 @@ def test_feature_index_drops_later_stages_and_bad_indices_are_named():
     assert model.size_multiple == 16
     with pytest.raises(ValueError, match="feature_index 7 is out of range for resnet_test with 4 stages"):
         build_detr("resnet_test", DetrSpec(num_classes=2, feature_index=7))
-    with pytest.raises(ValueError, match="panoptic head needs 3 backbone maps"):
-        build_detr("resnet_test", DetrSpec(num_classes=2, masks=True, feature_index=1))
+    with pytest.raises(ValueError, match="panoptic head needs backbone maps before the transformer's"):
+        build_detr("resnet_test", DetrSpec(num_classes=2, masks=True, feature_index=0))
+    shallow = build_detr("resnet_test", DetrSpec(num_classes=2, masks=True, feature_index=-2, hidden_dim=64,
+                                                 heads=8, enc_layers=1, dec_layers=1, ffn_dim=32, num_queries=3))
+    assert len(shallow.mask_head.adapters) == 2  # stride 16 memory: the stride 8 and 4 maps are fused
+    assert shallow(torch.randn(1, 3, 64, 64)).masks.shape == (1, 3, 16, 16)
     with pytest.raises(ValueError, match=r"hidden_dim \+ heads divisible by 8, got 64 \+ 4"):
         build_detr("resnet_test", DetrSpec(num_classes=2, hidden_dim=64, heads=4, masks=True))
 

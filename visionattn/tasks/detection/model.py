@@ -32,7 +32,8 @@ class DetrSpec:
     """num_classes: object classes K (the head has K + 1 outputs). num_queries: object queries N. hidden_dim,
     heads, enc_layers, dec_layers, ffn_dim, dropout: the transformer. feature_index: the backbone stage whose map the
     transformer reads (-1: the last, DETR's C5; -2: the stride-16 map, the cheap cousin of DETR-DC5). masks: the
-    panoptic head (it also reads the three stages before ``feature_index``). backend: the operator backend.
+    panoptic head (it also reads up to three stages before ``feature_index``, DETR's FPN inputs). backend: the
+    operator backend.
     frozen_bn: the backbone's batch norms become ``torchvision.ops.FrozenBatchNorm2d`` (DETR's choice: statistics
     and affine parameters fixed, as loaded). train_backbone: False freezes the backbone (DETR's ``lr_backbone=0``)."""
 
@@ -90,9 +91,9 @@ class Detr(nn.Module):
         if spec.masks and (spec.hidden_dim + spec.heads) % 8:
             raise ValueError(f"DETR's panoptic head group-normalises hidden_dim + heads channels in 8 groups: "
                              f"expected hidden_dim + heads divisible by 8, got {spec.hidden_dim} + {spec.heads}")
-        if spec.masks and len(backbone.indices) < 4:
-            raise ValueError(f"DETR's panoptic head needs 3 backbone maps before the transformer's; the backbone "
-                             f"gives stages {backbone.indices}")
+        if spec.masks and len(backbone.indices) < 2:
+            raise ValueError(f"DETR's panoptic head needs backbone maps before the transformer's (DETR: 3); the "
+                             f"backbone gives stages {backbone.indices}")
         self.spec = spec
         d = spec.hidden_dim
         self.backbone = backbone

@@ -65,23 +65,25 @@ class ConvNormAct(nn.Sequential):
 
 class MaskHead(nn.Module):
     """DETR's mask head. ``dim``: channels of the projected memory plus the attention heads; ``fpn_dims``: channels
-    of the three finer backbone maps, coarse to fine; ``context_dim``: the transformer width (widths
-    ``context_dim // 2, // 4, // 8, // 16`` after the first block).
+    of the finer backbone maps, coarse to fine (DETR: three, strides 16, 8, 4 under a stride-32 memory; a backbone
+    read at an earlier stage has fewer to give, and the head then fuses those); ``context_dim``: the transformer
+    width (widths ``context_dim // 2, // 4, // 8, // 16`` after the first block, one per fusion).
 
-    ``forward(features (B, C, H, W), attn (B, N, heads, H, W), fpns [3 maps (B, C_j, H_j, W_j)])`` → mask logits
-    ``(B, N, H_3, W_3)`` at the finest map's size."""
+    ``forward(features (B, C, H, W), attn (B, N, heads, H, W), fpns [maps (B, C_j, H_j, W_j)])`` → mask logits
+    ``(B, N, H_f, W_f)`` at the finest map's size."""
 
     def __init__(self, dim: int, fpn_dims: list[int], context_dim: int):
         super().__init__()
-        if len(fpn_dims) != 3:
-            raise ValueError(f"MaskHead: expected 3 FPN maps (coarse to fine), got channels {fpn_dims}")
-        widths = [dim, context_dim // 2, context_dim // 4, context_dim // 8, context_dim // 16]
+        if not 1 <= len(fpn_dims) <= 3:
+            raise ValueError(f"MaskHead: expected 1 to 3 FPN maps (coarse to fine), got channels {fpn_dims}")
+        n = len(fpn_dims)
+        widths = [dim] + [context_dim // 2 ** k for k in range(1, n + 2)]  # dim, c/2, c/4, ... one more per fusion
         if widths[-1] < 1:
-            raise ValueError(f"MaskHead: context_dim {context_dim} is too small (needs >= 16)")
-        ins, outs = [dim, *widths[:4]], widths  # blocks: dim→dim, dim→c/2, c/2→c/4, c/4→c/8, c/8→c/16
+            raise ValueError(f"MaskHead: context_dim {context_dim} is too small (needs >= {2 ** (n + 1)})")
+        ins, outs = [dim, *widths[:-1]], widths  # blocks: dim→dim, dim→c/2, c/2→c/4, ... (2 + n blocks)
         self.blocks = nn.ModuleList(ConvNormAct(i, o) for i, o in zip(ins, outs, strict=True))
         self.adapters = nn.ModuleList(nn.Conv2d(c, widths[1 + j], 1) for j, c in enumerate(fpn_dims))
-        self.out = nn.Conv2d(widths[4], 1, 3, padding=1)
+        self.out = nn.Conv2d(widths[-1], 1, 3, padding=1)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_uniform_(m.weight, a=1)
