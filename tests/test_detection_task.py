@@ -19,7 +19,8 @@ from visionattn.tasks.detection.metrics import DetectionMetric, coco_box_metrics
 from visionattn.tasks.detection.postprocess import VOID, detections, panoptic_map
 from visionattn.train.config import load_config
 
-TINY = ["task=detection", "model.name=resnet_test", "task.num_queries=6", "task.hidden_dim=32", "task.heads=4",
+TINY = ["task=detection", "model.name=resnet_test", "model.pretrained_path=null", "task.train_backbone=true",
+        "task.frozen_bn=false", "task.num_queries=6", "task.hidden_dim=32", "task.heads=4",
         "task.enc_layers=1", "task.dec_layers=2", "task.ffn_dim=32", "task.feature_index=-2", "task.scenes=[16, 6]",
         "task.scene_digits=[1, 2]", "task.scene_scale=[2, 3]", "data.img_size=32", "schedule.epochs=1",
         "schedule.batch_size=8", "schedule.warmup_epochs=0", "run.report=true", "run.num_workers=0",
@@ -28,7 +29,7 @@ TINY = ["task=detection", "model.name=resnet_test", "task.num_queries=6", "task.
 
 def test_default_config_and_bad_options_are_named():
     cfg = load_config(overrides=["task=detection"])
-    assert cfg.data.name == "digit_scenes" and cfg.task.num_queries == 10
+    assert cfg.data.name == "digit_scenes" and cfg.task.num_queries == 6 and cfg.task.frozen_bn
     with pytest.raises(ValueError, match=r"task.heads: expected a divisor of hidden_dim 32, got 5"):
         load_config(overrides=[*TINY, "task.heads=5"])
     with pytest.raises(ValueError, match=r"task.freeze_detr: expected only with task.masks=true"):

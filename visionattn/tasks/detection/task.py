@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -54,6 +55,11 @@ class DetectionTask(Task):
     def build_model(self, model: ModelConfig, meta: dict) -> Detr:
         o = self.options
         classes = list(meta["classes"])
+        if model.pretrained_path is not None and not Path(model.pretrained_path).is_file():
+            raise FileNotFoundError(f"model.pretrained_path {model.pretrained_path!r} does not exist (the digit-scene "
+                                    f"configs pretrain their backbone first: visionattn train --config "
+                                    f"configs/detection_digits_backbone.yaml --run-dir runs/detr_backbone; or set "
+                                    f"model.pretrained_path=null to start from random weights)")
         detr = build_detr(model.name, o.detr_spec(len(classes)), spec_overrides(model), model.pretrained_path)
         self.pad.multiple = math.lcm(32, detr.size_multiple)
         matcher = HungarianMatcher(o.class_cost, o.bbox_cost, o.giou_cost)
