@@ -164,6 +164,16 @@ def test_set_loss_terms_equal_their_transcription():
     assert set(no_aux) == {"ce", "bbox", "giou"}
 
 
+def test_more_objects_than_queries_normalise_by_objects_not_matches():
+    logits, boxes, targets = _problem(3, N=4, counts=(6, 1, 2))  # the first image: 6 objects, 4 queries
+    terms, stats = SetCriterion(4, aux=False)(DetrOutput(logits, boxes), targets)
+    assert int(stats["class_acc"][1]) == 4 + 1 + 2  # matched
+    indices = HungarianMatcher()(logits, boxes, targets)
+    expected = _transcribed_losses(logits, boxes, targets, indices, 4, LossWeights(), num_boxes=9.0)
+    assert terms["bbox"].item() == pytest.approx(expected["bbox"], rel=1e-5)
+    assert terms["giou"].item() == pytest.approx(expected["giou"], rel=1e-5)
+
+
 def test_a_batch_without_objects_learns_no_object():
     logits, boxes, targets = _problem(1, counts=(0, 0, 0))
     terms, _ = SetCriterion(4)(DetrOutput(logits, boxes), targets)
