@@ -124,6 +124,10 @@ def test_detections_are_scaled_to_each_image():
     (d,) = detections(logits, boxes, torch.tensor([[50, 200]]))
     assert d["labels"].tolist() == [0, 1]
     torch.testing.assert_close(d["boxes"], torch.tensor([[0.0, 0.0, 100.0, 25.0], [80.0, 15.0, 120.0, 35.0]]))
+    # a query most sure of "no object" still reports its best real class, with that class's probability
+    (d,) = detections(torch.tensor([[[1.0, 2.0, 6.0]]]), boxes[:, :1], torch.tensor([[50, 200]]))
+    assert d["labels"].tolist() == [1]
+    assert d["scores"].item() == pytest.approx(torch.tensor([1.0, 2.0, 6.0]).softmax(0)[1].item())
 
 
 def test_panoptic_map_things_stuff_and_void():
