@@ -90,7 +90,7 @@ def toml_list(values: list[str]) -> str:
     return "[" + ", ".join(json.dumps(v) for v in values) + "]"
 
 
-def write_mutmut_section(copy: Path, mutate: list[str], tests: list[str]) -> None:
+def write_mutmut_section(copy: Path, mutate: list[str], tests: list[str], args: list[str] = ()) -> None:
     """The copy's pyproject.toml plus mutmut's section (any existing one replaced)."""
     text = (ROOT / "pyproject.toml").read_text()
     if "[tool.mutmut]" in text:
@@ -102,7 +102,7 @@ def write_mutmut_section(copy: Path, mutate: list[str], tests: list[str]) -> Non
         'source_paths = ["visionattn"]\n'
         f"only_mutate = {toml_list(mutate)}\n"
         f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:randomly", "-q", "--timeout=600"]\n'
+        f"pytest_add_cli_args = {toml_list(['-p', 'no:cacheprovider', '-q', '--timeout=600', *args])}\n"
         "mutate_only_covered_lines = false\n"
         "timeout_multiplier = 10.0\n"
         # torch is not fork-safe once its thread pools exist: fork the workers from a clean fork server
@@ -158,7 +158,7 @@ def cmd_run(args) -> int:
             shutil.rmtree(copy)
         sync_tree(copy, args.ref)
         mutate = args.files or cfg[group]["mutate"]
-        write_mutmut_section(copy, mutate, cfg[group]["tests"])
+        write_mutmut_section(copy, mutate, cfg[group]["tests"], cfg[group].get("args", []))
         print(f"== {group}: mutating {mutate}; tests {cfg[group]['tests']} (in {copy})", flush=True)
         start = time.monotonic()
         extra = ["--max-children", str(args.jobs)]

@@ -84,3 +84,22 @@ def test_compiled_preset_equals_eager_forward_and_backward():
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
     for got, expected in zip(grads, [p.grad for p in model.parameters()], strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_flex_inside_an_outer_compile_has_no_graph_break():
+    """Strided and Graph go to flex on CUDA; a compiled model that uses them traces flex inline (the block mask built
+    in the graph): ``fullgraph=True`` with key padding and a relative bias, forward on CPU, equal to the reference."""
+    g = torch.Generator().manual_seed(4)
+    q = torch.randn(2, 12, 2, 16, generator=g)
+    padding = torch.zeros(2, 12, dtype=torch.bool)
+    padding[0, -3:] = True
+    pattern, position = Window(3, 1), RelativeBias(torch.randn(2, 5, generator=g))
+
+    def run(q, backend="flex"):
+        return attention(q, q, q, pattern, position=position, backend=backend, key_padding_mask=padding)
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        got = torch.compile(run, backend="eager", fullgraph=True)(q)
+        want = run(q, "reference")
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

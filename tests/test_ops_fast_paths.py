@@ -106,21 +106,25 @@ def test_sdpa_in_chunks_equals_one_call_and_the_reference(monkeypatch, case, kin
 @pytest.mark.parametrize("case", [(Neighborhood(7), (9, 11)), (Halo(4, 2), (9, 7)), (Neighborhood(5), (13,)),
                                   (Halo(2, 1), (5, 4, 3))], ids=lambda c: f"{c[0]}-{c[1]}".replace(" ", ""))
 def test_relative_logits_width_is_padded_and_equals_the_reference(monkeypatch, case, head_dim):
-    """SASA / HaloNet widths (head_dim + Σ K_a, e.g. 12 + 22) reach SDPA padded to a multiple of 8 for q and k;
-    forward and backward (q, k, v and the tables) equal the reference and the unpadded fold."""
+    """SASA / HaloNet widths (head_dim + Σ K_a, e.g. 12 + 22) reach SDPA padded to a multiple of 8 for q and k where
+    the fused kernels need it (CUDA; here the CPU stands in); forward and backward (q, k, v and the tables) equal the
+    reference and the unpadded fold (what the CPU runs: its kernel takes any width)."""
     pattern, grid = case
     widths = []
     real = sdpa.sdpa
     monkeypatch.setattr(blocked, "sdpa", lambda q, k, v, *a: widths.append((q.shape[-1], k.shape[-1], v.shape[-1]))
                         or real(q, k, v, *a))
-    padded = _fwd_bwd(pattern, grid, "rel_logits", "blocked", head_dim=head_dim)
-    assert widths and all(w % sdpa.WIDTH_MULTIPLE == 0 and w == wk == wv for w, wk, wv in widths)  # CPU: v too
     unfolded = head_dim + sum(pattern.axis_tiling(a, n, n, blocked.DEFAULT_TILE[len(grid)]).k_index.shape[1]
                               for a, n in enumerate(grid))
+    plain = _fwd_bwd(pattern, grid, "rel_logits", "blocked", head_dim=head_dim)
+    assert widths and all(w == wk == wv == unfolded for w, wk, wv in widths)  # CPU: no padding, v as wide as q
+    widths.clear()
+    monkeypatch.setattr(sdpa, "WIDTH_PAD_DEVICES", ("cpu",))
+    padded = _fwd_bwd(pattern, grid, "rel_logits", "blocked", head_dim=head_dim)
+    assert widths and all(w % sdpa.WIDTH_MULTIPLE == 0 and w == wk == wv for w, wk, wv in widths)  # CPU: v too
     assert widths[0][0] == -(-unfolded // 8) * 8
     _assert_equal(padded, _fwd_bwd(pattern, grid, "rel_logits", "reference", head_dim=head_dim))
-    monkeypatch.setattr(sdpa, "WIDTH_MULTIPLE", 1)
-    _assert_equal(padded, _fwd_bwd(pattern, grid, "rel_logits", "blocked", head_dim=head_dim))
+    _assert_equal(padded, plain)
 
 
 # -- item 4: a learnable bias stays in SDPA where the kernel differentiates the mask; aligned mask rows --------------

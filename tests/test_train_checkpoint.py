@@ -255,3 +255,31 @@ def test_torchrun_two_processes_resume_is_bit_exact(tmp_path):
     assert len(a["rng"]) == 2  # every rank's streams
     for part in ("model", "ema"):
         assert _differing(a[part], b[part]) == []
+
+
+def test_each_rank_restores_its_own_rng_streams_and_a_new_world_size_reseeds():
+    """Two faked ranks: a resume puts back rank r's own Python / numpy / torch streams (a rank reading rank 0's
+    state would repeat rank 0's dropout noise); another world size cannot continue the streams and reseeds."""
+    import random
+
+    import numpy as np
+
+    from visionattn.comm import DistInfo
+    from visionattn.train.state import restore_rank_rng, seed_everything
+
+    states, draws = [], []
+    for rank in range(2):
+        seed_everything(100 + rank)
+        states.append(capture_rng())
+        draws.append((random.random(), float(np.random.rand()), float(torch.rand(()))))
+    assert draws[0] != draws[1]
+    for rank in (1, 0):
+        info = DistInfo(rank=rank, world_size=2, local_rank=rank, device=torch.device("cpu"), is_main=rank == 0)
+        seed_everything(7)  # whatever the process drew before
+        assert restore_rank_rng(states, info, reseed=5) is True
+        assert (random.random(), float(np.random.rand()), float(torch.rand(()))) == draws[rank]
+    three = DistInfo(rank=2, world_size=3, local_rank=2, device=torch.device("cpu"), is_main=False)
+    assert restore_rank_rng(states, three, reseed=40) is False
+    got = (random.random(), float(np.random.rand()), float(torch.rand(())))
+    seed_everything(42)  # reseed + rank
+    assert got == (random.random(), float(np.random.rand()), float(torch.rand(())))

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import torch
 
-from .ops import BACKENDS, Axial, Global, Graph, Halo, Neighborhood, RelativeBias, Rope, Strided, Window
-from .ops.call import make_call
-from .ops.position import RelativeLogits, rope_frequencies
+from .ops import (
+    BACKENDS,
+    Axial,
+    Global,
+    Graph,
+    Halo,
+    Neighborhood,
+    RelativeBias,
+    RelativeLogits,
+    Rope,
+    Strided,
+    Window,
+    prepare_call,
+    rope_frequencies,
+)
 
 
 def support_table(grid=(8, 8), heads: int = 2, head_dim: int = 8) -> str:
@@ -25,7 +37,7 @@ def support_table(grid=(8, 8), heads: int = 2, head_dim: int = 8) -> str:
         for form in ("softmax", "linear"):
             for name, position in positions.items():
                 q = torch.randn(1, *grid, heads, head_dim, requires_grad=True)
-                call = make_call(q, q, q, pattern, position, form, None, None)
+                call = prepare_call(q, q, q, pattern, position=position, form=form)
                 cells = []
                 for backend in BACKENDS.values():
                     reason = backend.refuse(call)

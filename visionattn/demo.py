@@ -8,8 +8,18 @@ import time
 
 import torch
 
-from .ops import Axial, Global, Halo, Neighborhood, RelativeBias, Strided, Window, attention, choose_backend
-from .ops.call import make_call
+from .ops import (
+    Axial,
+    Global,
+    Halo,
+    Neighborhood,
+    RelativeBias,
+    Strided,
+    Window,
+    attention,
+    choose_backend,
+    prepare_call,
+)
 
 DEMO_PATTERNS = [
     Global(),
@@ -49,7 +59,7 @@ def run_demo(grid=(32, 32), batch: int = 2, heads: int = 3, head_dim: int = 32, 
         radius = pattern.max_offset(grid)
         table = torch.randn(heads, *[2 * r + 1 for r in radius], generator=g)
         position = RelativeBias(table) if pattern.separable else None
-        fast = choose_backend(make_call(q.requires_grad_(), k, v, pattern, position, "softmax", None, None)).name
+        fast = choose_backend(prepare_call(q.requires_grad_(), k, v, pattern, position=position)).name
         q.requires_grad_(False)
         ref = _forward_backward(q, k, v, pattern, position, "reference")
         got = _forward_backward(q, k, v, pattern, position, fast)

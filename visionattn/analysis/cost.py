@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..models.flops import allowed_pairs
-from ..ops.patterns import Global, Graph, Pattern, Strided
+from ..ops import Global, Graph, Pattern, Strided
 
 FORMS = ("softmax", "linear")
 POSITIONS = (None, "relative_bias", "relative_logits", "rope")
@@ -241,17 +241,12 @@ def saved_bytes(pattern: Pattern, grid, *, heads: int, head_dim: int, v_dim: int
     if execution == "blocked-biased":  # flat table index, bool mask, q, k, v tiles, float32 weights
         return 8 * pairs + (pairs if t.masked else 1) + F32 * per_head * (tq * d + tk * d + tk * e + tq * tk)
     extra, widen = 0, 0
-    if position == "relative_logits":  # q·r per axis folded into the dot product: q, k widened by Σ K_a (+ padding)
+    if position == "relative_logits":  # q·r per axis folded into the dot product: q, k, v widened by Σ K_a
         radius = pattern.max_offset(s.kv_grid) if radius is None else tuple(radius)
         widen = sum(k for _, _, k in t.axes)
         extra = F32 * per_head * tq * (d + sum(2 * r + 1 for r in radius))  # q tiles and q·rᵀ kept by the gathers
         extra += 8 * sum(n * q * k for n, q, k in t.axes)  # int64 gather index per axis
-    if widen:  # the widened q, k padded to the fused kernels' multiple; on CPU v padded to the same width
-        from ..ops import fused_width
-
-        dq = dv = fused_width(d + widen)
-    else:
-        dq, dv = d, e
+    dq, dv = d + widen, e + widen
     if execution == "blocked-math":
         return F32 * per_head * (tq * dq + tk * dq + tq * tk + tk * dv) + extra
     mask = F32 * B * pairs if t.masked else 0
@@ -387,18 +382,21 @@ class _AttentionSaved:
         return out
 
 
-def activation_bytes(model: torch.nn.Module, img_size: int, batch: int = 1, in_chans: int = 3) -> dict:
-    """Activations one eval-mode forward with gradients enabled saves for backward (dropout masks excluded):
+def activation_bytes(model: torch.nn.Module, img_size: int, batch: int = 1, in_chans: int = 3,
+                     frames: int | None = None) -> dict:
+    """Activations one eval-mode forward with gradients enabled saves for backward (dropout masks excluded) on
+    random images (video models: clips of ``frames`` or the model's ``num_frames``):
     ``dict(total=, attention=, other=, attention_calls=)`` in bytes. ``other``: counted by saved-tensor hooks on
     a real forward (parameters and buffers excluded); ``attention``: every operator call costed by
     :func:`saved_bytes` for the execution ``backend='auto'`` takes on CPU (:func:`default_execution`) and not run
     (its output is zeros). Runs on the model's device; on ``meta`` nothing is computed, but views do not always
     share storage there as on CPU (a few % more)."""
+    from ..models.inputs import example_input
     from ..ops import intercept_attention
 
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    x = torch.randn(batch, in_chans, img_size, img_size, device=device)
+    x = example_input(model, img_size, batch, in_chans, frames=frames, device=device)
     counter = _SavedCounter({t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())})
     attention = _AttentionSaved(counter.exclude)
     was_training = model.training

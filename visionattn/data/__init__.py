@@ -55,6 +55,11 @@ DATASETS: dict[str, Callable[[DataConfig], DataBundle]] = {
 }
 
 
+# the video task's data (visionattn.data.video, assembled by visionattn.tasks.video)
+for _name in ("moving_digits", "video_folder", "frame_folder", "video_csv"):
+    register_dataset_name(_name, needs_path=_name != "moving_digits")
+
+
 def build_datasets(cfg: DataConfig) -> DataBundle:
     """Index and check the data named by ``cfg``; train/val datasets of ``(image tensor, label)`` (see DataBundle);
     the training set cut to ``cfg.train_fraction`` when that is below 1."""

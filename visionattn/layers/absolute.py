@@ -99,7 +99,7 @@ class LearnedPositionEmbedding(nn.Module):
         """x ``(B, *grid', dim)`` → ``x + embedding``. With ``padding_mask`` ``(B, *grid')`` bool (True = padding,
         content in the leading corner as batching pads at the end), each sample gets the embedding resized to
         its own content extent and placed there (zeros on the padding): the content is embedded exactly as if it
-        came alone, whatever the batch's padded size."""
+        came alone, whatever the batch's padded size. (One host read of the extents per call with a mask.)"""
         _check_tokens(x, len(self.grid), self.dim, "LearnedPositionEmbedding")
         grid = tuple(x.shape[1:-1])
         if padding_mask is None:

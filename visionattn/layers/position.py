@@ -20,8 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..ops.patterns import Halo, Neighborhood, Pattern, Window
-from ..ops.position import RelativeBias, RelativeLogits, Rope, rope_frequencies
+from ..ops import Halo, Neighborhood, Pattern, RelativeBias, RelativeLogits, Rope, Window, rope_frequencies
 
 POSITION_KINDS = ("none", "rel_bias", "rel_logits", "rope")
 LOCAL_PATTERNS = (Neighborhood, Window, Halo)

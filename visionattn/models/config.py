@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ModelConfig", "spec_overrides"]
+__all__ = ["ModelConfig", "model_kwargs", "spec_overrides"]
 
 
 def _demo_overrides() -> dict[str, Any]:
@@ -16,11 +16,20 @@ def _demo_overrides() -> dict[str, Any]:
 @dataclass
 class ModelConfig:
     """name: a registered preset (``visionattn models --all``). overrides: fields of its spec (``drop_path`` is
-    stochastic depth). pretrained_path: initial weights (ours, timm's or DINO's), e.g. for fine-tuning."""
+    stochastic depth). pretrained_path: initial weights from a local file (ours, timm's or DINO's), e.g. for
+    fine-tuning. pretrained: fetch the timm twin's published weights through timm's hub mechanism (needs the
+    network; offline it is an error naming pretrained_path)."""
 
     name: str = "vit_tiny_test"
     overrides: dict[str, Any] = field(default_factory=_demo_overrides)
     pretrained_path: str | None = None
+    pretrained: bool = False
+
+
+def model_kwargs(cfg: ModelConfig) -> dict[str, Any]:
+    """Everything of ``cfg`` but the name as ``create_model`` keyword arguments: the spec overrides plus the
+    pretrained weights to load."""
+    return {"pretrained_path": cfg.pretrained_path, "pretrained": cfg.pretrained, **spec_overrides(cfg)}
 
 
 def spec_overrides(cfg: ModelConfig) -> dict[str, Any]:

@@ -6,7 +6,6 @@ Public names only: code outside ``ops`` (layers, models, analysis, experiments) 
 
 from .backends import BACKENDS, neighborhood_tile
 from .backends import DEFAULT_TILE as BLOCKED_DEFAULT_TILE
-from .backends.sdpa import fused_width
 from .call import AttentionCall
 from .dispatch import (
     BackendUnavailable,
@@ -41,7 +40,6 @@ __all__ = [
     "axial_patterns",
     "choose_backend",
     "feature_map",
-    "fused_width",
     "intercept_attention",
     "neighborhood_tile",
     "observe_attention",

@@ -32,7 +32,7 @@ def trace_constant(maxsize: int | None = 128) -> Callable[[F], F]:
     def wrap(fn: F) -> F:
         # The result travels in a 1-tuple: Dynamo gives a constant container a unique name, but would name a bare
         # tensor result after the function, so two such tensors in one graph would clash.
-        cached = functools.lru_cache(maxsize=maxsize)(lambda *args: (_static_tensors(fn(*args)),))
+        cached = functools.lru_cache(maxsize=maxsize)(lambda *args: (_static_tensors(_on_host(fn, args)),))
         constant = torch.compiler.assume_constant_result(lambda *args: cached(*args))
 
         @functools.wraps(fn)
@@ -44,6 +44,14 @@ def trace_constant(maxsize: int | None = 128) -> Callable[[F], F]:
         return call
 
     return wrap
+
+
+def _on_host(fn: Callable, args: tuple):
+    """``fn(*args)`` with CPU as the default device: a plan is host arithmetic (tensors it puts on a device get
+    ``device=`` explicitly), so a surrounding ``with torch.device("meta")`` (counting a model's FLOPs without
+    allocating it) must not turn its reads (``int(t.max())``) into errors."""
+    with torch.device("cpu"):
+        return fn(*args)
 
 
 def _static_tensors(value, depth: int = 0):

@@ -84,11 +84,11 @@ def model_from_checkpoint(path: str | Path, weights: str = "auto", map_location=
 
 
 def _without_pretrained(cfg: TrainConfig):
-    """The model section without ``pretrained_path``: the checkpoint's weights replace them anyway, and the file may
-    no longer exist."""
+    """The model section without pretrained weights: the checkpoint's weights replace them anyway, and the file
+    (or the network) may no longer be there."""
     import dataclasses
 
-    return dataclasses.replace(cfg.model, pretrained_path=None)
+    return dataclasses.replace(cfg.model, pretrained_path=None, pretrained=False)
 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, data_path: str | None = None,

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from ..call import AttentionCall
 from ..position import RelativeBias, RelativeLogits, position_tensors
+from ..static import trace_constant
 from .base import Backend
 from .biased_sdpa import biased_attention, masked_attention
 from .blocked_plan import Gather, Plan, axis_mask, bias_index, table_index
@@ -136,29 +137,33 @@ def _relative_logits(call: AttentionCall, plan: Plan, q_tiles: Tensor) -> list[T
 def _fold_relative_logits(call: AttentionCall, plan: Plan, q: Tensor, k: Tensor, v: Tensor):
     """Fold ``q · r_Δ`` into the dot product so a fused kernel computes it: per axis, append the query's
     relative logits over the key-box slots to q (divided by the scale) and a one-hot of each key's slot to k;
-    then ``scale · q'·k' = scale · q·k + Σ_a q·r^a[Δ_a]``. The width ``d + Σ K_a`` is zero-padded to
+    then ``scale · q'·k' = scale · q·k + Σ_a q·r^a[Δ_a]``. On CUDA the width ``d + Σ K_a`` is zero-padded to
     :func:`.sdpa.fused_width` (a multiple of 8: fused SDPA kernels refuse other widths with a mask and fall back to
     the math path). On CPU v is zero-padded to the same width (fused CPU SDPA needs equal q and v widths); elsewhere
     it stays as it is. Returns q', k' ``(B*nT, h, T, W)`` and v'."""
-    parts_q, parts_k = [q], [k]
-    tk = plan.tk
-    for a, logits in enumerate(_relative_logits(call, plan, q)):
-        parts_q.append((logits / call.scale).to(q.dtype))
-        slot = torch.arange(tk[a], device=q.device)  # the key's slot along axis a, for every key of the box
-        shape = [1] * len(tk)
-        shape[a] = tk[a]
-        slot = slot.reshape(shape).expand(*tk).reshape(-1)  # (Tk,)
-        onehot = torch.nn.functional.one_hot(slot, tk[a]).to(k.dtype)  # (Tk, K_a)
-        parts_k.append(onehot.expand(*k.shape[:2], *onehot.shape))
+    parts_q = [q] + [(logits / call.scale).to(q.dtype) for logits in _relative_logits(call, plan, q)]
     width = sum(p.shape[-1] for p in parts_q)
-    pad = fused_width(width) - width
+    pad = fused_width(width, q.device) - width
     if pad:
         parts_q.append(q.new_zeros(*q.shape[:-1], pad))
-        parts_k.append(k.new_zeros(*k.shape[:-1], pad))
-    q, k = torch.cat(parts_q, -1), torch.cat(parts_k, -1)  # (B*nT, h, T, W)
+    slots = _key_slots(plan.tk, pad, str(k.device), k.dtype)  # (Tk, Σ K_a + pad)
+    q = torch.cat(parts_q, -1)  # (B*nT, h, Tq, W)
+    k = torch.cat([k, slots.expand(*k.shape[:2], *slots.shape)], -1)  # (B*nT, h, Tk, W)
     if q.device.type == "cpu" and v.shape[-1] != q.shape[-1]:
         v = F.pad(v, (0, q.shape[-1] - v.shape[-1]))
     return q, k, v
+
+
+@trace_constant(maxsize=128)
+def _key_slots(tk: tuple[int, ...], pad: int, device: str, dtype: torch.dtype) -> Tensor:
+    """What folded relative logits append to every key: per axis ``a`` the one-hot ``(Tk, K_a)`` of the key's slot
+    along ``a`` (keys of a box in raster order), then ``pad`` zeros: ``(Tk, Σ K_a + pad)``, built once."""
+    parts = []
+    for a, n in enumerate(tk):
+        slot = torch.arange(n).reshape([n if i == a else 1 for i in range(len(tk))]).expand(*tk).reshape(-1)  # (Tk,)
+        parts.append(F.one_hot(slot, n))  # (Tk, K_a)
+    parts.append(torch.zeros(math.prod(tk), pad, dtype=torch.long))
+    return torch.cat(parts, -1).to(device=device, dtype=dtype)
 
 
 def _chunks(levels: tuple[int, ...], per_tile: int, budget: int):

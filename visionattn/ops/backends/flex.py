@@ -17,6 +17,7 @@ refused with that reason, so ``backend='auto'`` falls back (to reference for Str
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import types
@@ -28,7 +29,6 @@ from torch import Tensor
 from ..call import AttentionCall
 from ..patterns import Pattern, Strided
 from ..position import RelativeBias, RelativeLogits, position_tensors
-from ..static import trace_constant
 from .base import Backend
 
 try:
@@ -112,10 +112,20 @@ class FlexPlan:
         self.run = _compiled_runner() if dev.type in COMPILED_DEVICES else _flex_run
 
 
-@trace_constant(maxsize=64)
+@functools.lru_cache(maxsize=64)
 def flex_plan(pattern: Pattern, q_grid, kv_grid, device: str) -> FlexPlan:
-    """The cached :class:`FlexPlan` (every block mask is built once per plan)."""
+    """The cached :class:`FlexPlan` (every block mask is built once per plan). Eager calls only: inside an outer
+    ``torch.compile`` the block mask is built in the graph (:func:`_traced_block_mask`)."""
     return FlexPlan(pattern, q_grid, kv_grid, device)
+
+
+def _padded(allowed, padding: Tensor):
+    """``mask_mod`` that also drops padded keys; padding ``(B, N_k)`` bool."""
+
+    def mask_mod(b, h, qi, ki):
+        return allowed(b, h, qi, ki) & ~padding[b, ki]
+
+    return mask_mod
 
 
 def _block_mask(call: AttentionCall, plan: FlexPlan):
@@ -123,22 +133,29 @@ def _block_mask(call: AttentionCall, plan: FlexPlan):
     non-empty block of the pattern (built from the cached block lists: no mask evaluation, no host sync)."""
     if call.key_padding_mask is None:
         return plan.block_mask
-    padding = call.key_padding_mask.reshape(call.q.shape[0], -1)  # (B, N_k)
-    allowed = plan.mask_mod
-
-    def mask_mod(b, h, qi, ki):
-        return allowed(b, h, qi, ki) & ~padding[b, ki]
-
     num, indices, block = plan.kv_blocks
     seq = (math.prod(call.q_grid), math.prod(call.kv_grid))
+    mask_mod = _padded(plan.mask_mod, call.key_padding_mask.reshape(call.q.shape[0], -1))
     return BlockMask.from_kv_blocks(num, indices, BLOCK_SIZE=block, mask_mod=mask_mod, seq_lengths=seq)
 
 
-def _score_mod(call: AttentionCall, plan: FlexPlan, q: Tensor):
+def _traced_block_mask(call: AttentionCall, device: torch.device):
+    """:func:`_block_mask` inside an outer ``torch.compile``: built in the graph by ``create_block_mask`` (a cached
+    block mask would enter the graph as a constant object, which Dynamo cannot guard)."""
+    mask_mod = _pattern_mask_mod(call.pattern, call.q_grid, call.kv_grid, device)
+    batch = None
+    if call.key_padding_mask is not None:
+        batch = call.q.shape[0]
+        mask_mod = _padded(mask_mod, call.key_padding_mask.reshape(batch, -1))
+    return create_block_mask(mask_mod, batch, None, math.prod(call.q_grid), math.prod(call.kv_grid), device=device)
+
+
+def _score_mod(call: AttentionCall, q_coords: list[Tensor], q: Tensor):
+    """``score_mod`` adding the relative position; q_coords: per axis the queries' positions on the key grid."""
     position = call.position
     if not isinstance(position, (RelativeBias, RelativeLogits)):
         return None
-    q_coords, radius, q_grid, kv_grid = plan.q_coords, position.radius, call.q_grid, call.kv_grid
+    radius, q_grid, kv_grid = position.radius, call.q_grid, call.kv_grid
 
     def deltas(qi, ki):
         qa, ka = _unflatten(qi, q_grid), _unflatten(ki, kv_grid)
@@ -171,11 +188,15 @@ def flex_attention_call(call: AttentionCall) -> Tensor:
     q = call.q.reshape(B, nq, h, -1).transpose(1, 2)  # (B, h, N_q, d)
     k = call.k.reshape(B, nk, h, -1).transpose(1, 2)  # (B, h, N_k, d)
     v = call.v.reshape(B, nk, h, -1).transpose(1, 2)  # (B, h, N_k, e)
-    plan = flex_plan(call.pattern, call.q_grid, call.kv_grid, str(call.q.device))
-    run = _flex_run if torch.compiler.is_compiling() else plan.run  # inside an outer compile: traced inline
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*without torch.compile.*")
-        out = run(q, k, v, _score_mod(call, plan, q), _block_mask(call, plan), call.scale)  # (B, h, N_q, e)
+    if torch.compiler.is_compiling():  # inside an outer torch.compile: traced inline, block mask from constants
+        device = call.q.device
+        q_coords = [call.pattern.query_coords(a, n, device=device) for a, n in enumerate(call.q_grid)]
+        out = _flex_run(q, k, v, _score_mod(call, q_coords, q), _traced_block_mask(call, device), call.scale)
+    else:
+        plan = flex_plan(call.pattern, call.q_grid, call.kv_grid, str(call.q.device))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*without torch.compile.*")
+            out = plan.run(q, k, v, _score_mod(call, plan.q_coords, q), _block_mask(call, plan), call.scale)
     return out.transpose(1, 2).reshape(B, *call.q_grid, h, -1)
 
 

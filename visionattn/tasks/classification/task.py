@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ...data import DataConfig, build_datasets, build_transform
-from ...models.config import ModelConfig, spec_overrides
+from ...models.config import ModelConfig, model_kwargs
 from ..base import (
     Evaluation,
     LossOutput,
@@ -65,7 +65,7 @@ class ClassificationTask(Task):
 
         self._meta = dict(meta)
         return create_model(model.name, num_classes=len(meta["classes"]), img_size=meta["img_size"],
-                            pretrained_path=model.pretrained_path, **spec_overrides(model))
+                            **model_kwargs(model))
 
     def setup(self, model: nn.Module, device: torch.device) -> None:
         """The teacher (hard distillation) and timm's Mixup, built once the head width is known."""
