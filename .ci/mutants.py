@@ -100,6 +100,8 @@ def write_mutmut_section(copy: Path, mutate: list[str], tests: list[str], args: 
     text += (
         "\n[tool.mutmut]\n"
         'source_paths = ["visionattn"]\n'
+        # tests read the default configs and experiment files from the checkout (visionattn/resources.py)
+        'also_copy = ["configs", "experiments"]\n'
         f"only_mutate = {toml_list(mutate)}\n"
         f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
         f"pytest_add_cli_args = {toml_list(['-p', 'no:cacheprovider', '-q', '--timeout=600', *args])}\n"

@@ -194,6 +194,65 @@ def _train(model, loader, steps):
     return losses
 
 
+class _TaskWrapper(torch.nn.Module):
+    """A task's training module: the model sits at ``model.`` in its state dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.model = _model()
+
+    def forward(self, x):
+        return self.model(x)
+
+
+def _saved(state):
+    """``state`` as a checkpoint file gives it back (torch.save, then load with ``weights_only=True``)."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def _fsdp_state_round_trip(info):
+    """train/state.py under FSDP2: a wrapped model trained two steps (Adam: moments in the optimizer state) is
+    captured (full tensors on rank 0, the wrapper's ``model.`` prefix removed), restored into a fresh sharded
+    wrapper, and captured again; both captures must be equal, and one more step from each must agree."""
+    from visionattn.train.state import capture_weights, restore_weights
+
+    x, y = _data().tensors
+    x, y = x[info.rank * PER_RANK:(info.rank + 1) * PER_RANK], y[info.rank * PER_RANK:(info.rank + 1) * PER_RANK]
+
+    def step(module, opt):
+        opt.zero_grad()
+        F.cross_entropy(module(x), y).backward()
+        opt.step()
+
+    def build():
+        wrapper = _TaskWrapper()
+        inner = wrapper.model
+        wrapper = wrap_model(wrapper, info, fsdp=True)
+        return wrapper, inner, torch.optim.Adam(wrapper.parameters(), lr=1e-3)
+
+    trained, inner, opt = build()
+    for _ in range(2):
+        step(trained, opt)
+    weights, optim = _saved(capture_weights(trained, inner, opt, fsdp=True))  # the captured state aliases live
+    full_weights, full_optim = broadcast_object((weights, optim), info)  # tensors; every rank reads the file
+    moments = _saved(optim["state"]) if info.is_main else {}  # the optimizer may adopt the loaded tensors
+    fresh, fresh_inner, fresh_opt = build()
+    restore_weights(fresh, fresh_inner, fresh_opt, full_weights, full_optim, fsdp=True)
+    again, again_optim = _saved(capture_weights(fresh, fresh_inner, fresh_opt, fsdp=True))
+    step(trained, opt)
+    step(fresh, fresh_opt)
+    after, _ = capture_weights(trained, inner, opt, fsdp=True)
+    after_fresh, _ = capture_weights(fresh, fresh_inner, fresh_opt, fsdp=True)
+    return {"state_weights": weights, "state_again": again, "state_optim": moments,
+            "state_optim_again": again_optim["state"] if info.is_main else {},
+            "state_after": after, "state_after_fresh": after_fresh}
+
+
 def _worker(rank, world, port, out_dir):
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
@@ -223,6 +282,7 @@ def _worker(rank, world, port, out_dir):
         fresh = wrap_model(_model(), info, fsdp=True)
         load_model_state_dict(fresh, results["fsdp_state"] if info.is_main else {})
         results["fsdp_reloaded"] = model_state_dict(fresh)
+        results.update(_fsdp_state_round_trip(info))
         try:
             wrap_model(torch.nn.Linear(2, 2), dataclasses.replace(info, device=torch.device("meta")), fsdp=True)
         except FSDPUnsupportedError as e:
@@ -358,3 +418,23 @@ def test_fsdp_units_are_what_the_model_declares_also_inside_a_wrapper():
     swin = create_model("swin_test")
     assert declared_units(swin) == [b for stage in swin.stages for b in stage.blocks]
     assert declared_units(torch.nn.Linear(2, 2)) == []  # nothing declared: only the root is sharded
+
+
+def test_fsdp_training_state_captured_restored_and_continued(two_rank_results):
+    """train/state.py's FSDP2 path: weights keyed as the bare model's (no ``model.`` prefix of the task wrapper),
+    trained (not the init), restored exactly with the Adam moments, and a step after the restore equals a step
+    of the run that never stopped."""
+    r = two_rank_results
+    weights = r["state_weights"]
+    assert set(weights) == set(_model().state_dict())  # the bare model's keys
+    init = _model().state_dict()
+    assert any(not torch.equal(weights[k], init[k]) for k in weights)  # two steps were trained
+    assert r["state_optim"] and set(r["state_optim_again"]) == set(r["state_optim"])
+    for key, moments in r["state_optim"].items():
+        assert float(moments["step"]) == 2 and float(r["state_optim_again"][key]["step"]) == 2
+        for name in ("exp_avg", "exp_avg_sq"):
+            assert moments[name].abs().sum() > 0
+            assert torch.equal(r["state_optim_again"][key][name], moments[name]), (key, name)
+    for k in weights:
+        assert torch.equal(r["state_again"][k], weights[k]), ("restored", k)
+        assert torch.equal(r["state_after_fresh"][k], r["state_after"][k]), ("continued", k)
