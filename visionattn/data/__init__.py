@@ -19,6 +19,7 @@ from .builtin import ArrayDataset, build_digits, build_lfw, stratified_split
 from .captions import CAPTION_DATASETS
 from .cifar import build_cifar10, build_cifar100
 from .config import DataBundle, DataConfig, SkippedImageWarning, register_dataset_name
+from .detection.singles import build_digit_singles
 from .folder import FileDataset, build_csv, build_folder
 from .images import BadImage, load_image
 from .mnist import build_fashion_mnist, build_mnist
@@ -41,6 +42,11 @@ __all__ = [
     "DATASETS",
 ]
 
+# detection (visionattn.tasks.detection): composed digit scenes, deepforest trees, labelme's fixture, and formats
+for _name, _path in (("digit_scenes", False), ("trees", False), ("labelme", False), ("coco", True),
+                     ("coco_panoptic", True), ("voc", True), ("digit_singles", False)):
+    register_dataset_name(_name, needs_path=_path)
+
 DATASETS: dict[str, Callable[[DataConfig], DataBundle]] = {
     "digits": build_digits,
     "lfw": build_lfw,
@@ -50,6 +56,7 @@ DATASETS: dict[str, Callable[[DataConfig], DataBundle]] = {
     "csv": build_csv,
     "fashion_mnist": build_fashion_mnist,
     "mnist": build_mnist,
+    "digit_singles": build_digit_singles,  # one composed digit per canvas (DETR's backbone pretraining)
 }
 register_dataset_name("fashion_mnist")
 register_dataset_name("mnist")
