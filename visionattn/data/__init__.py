@@ -17,6 +17,7 @@ from collections.abc import Callable
 from .builtin import ArrayDataset, build_digits, build_lfw, stratified_split
 from .cifar import build_cifar10, build_cifar100
 from .config import DataBundle, DataConfig, SkippedImageWarning, register_dataset_name
+from .detection.singles import build_digit_singles
 from .folder import FileDataset, build_csv, build_folder
 from .images import BadImage, load_image
 from .subset import TargetSubset, apply_train_fraction
@@ -38,6 +39,11 @@ __all__ = [
     "DATASETS",
 ]
 
+# detection (visionattn.tasks.detection): composed digit scenes, deepforest trees, labelme's fixture, and formats
+for _name, _path in (("digit_scenes", False), ("trees", False), ("labelme", False), ("coco", True),
+                     ("coco_panoptic", True), ("voc", True), ("digit_singles", False)):
+    register_dataset_name(_name, needs_path=_path)
+
 DATASETS: dict[str, Callable[[DataConfig], DataBundle]] = {
     "digits": build_digits,
     "lfw": build_lfw,
@@ -45,6 +51,7 @@ DATASETS: dict[str, Callable[[DataConfig], DataBundle]] = {
     "cifar10": build_cifar10,
     "cifar100": build_cifar100,
     "csv": build_csv,
+    "digit_singles": build_digit_singles,  # one composed digit per canvas (DETR's backbone pretraining)
 }
 
 
