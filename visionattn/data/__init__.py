@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .builtin import ArrayDataset, build_digits, build_lfw, stratified_split
+from .captions import CAPTION_DATASETS
 from .cifar import build_cifar10, build_cifar100
 from .config import DataBundle, DataConfig, SkippedImageWarning, register_dataset_name
 from .detection.singles import build_digit_singles
@@ -58,6 +59,10 @@ DATASETS: dict[str, Callable[[DataConfig], DataBundle]] = {
 # the video task's data (visionattn.data.video, assembled by visionattn.tasks.video)
 for _name in ("moving_digits", "video_folder", "frame_folder", "video_csv"):
     register_dataset_name(_name, needs_path=_name != "moving_digits")
+
+
+for _name, _needs_path in CAPTION_DATASETS.items():  # image-caption data (visionattn.data.captions, CLIP)
+    register_dataset_name(_name, needs_path=_needs_path)
 
 
 def build_datasets(cfg: DataConfig) -> DataBundle:

@@ -3,7 +3,7 @@ CoAtNet's transformer stages and the hybrids. Its mixer is :class:`visionattn.la
 
 from __future__ import annotations
 
-from timm.layers import DropPath, LayerScale, Mlp
+from timm.layers import DropPath, LayerScale, Mlp, get_act_layer
 from torch import Tensor, nn
 
 from ..ops.patterns import Global, Pattern
@@ -16,7 +16,8 @@ class TransformerBlock(nn.Module):
 
     pattern/position/form/grid_size/backend/resize_position go to :class:`Attention`. ``layer_scale``: initial
     value of CaiT-style per-channel scales (None = off). ``mlp_ratio``: hidden = ``dim * mlp_ratio``. ``norm_eps``:
-    LayerNorm epsilon (1e-6 for ViT/DeiT, 1e-5 for Swin, as in their checkpoints).
+    LayerNorm epsilon (1e-6 for ViT/DeiT, 1e-5 for Swin, as in their checkpoints). ``act_layer``: the MLP's
+    activation, a module class or a timm name (``"gelu"``; ``"quick_gelu"`` for OpenAI CLIP checkpoints).
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class TransformerBlock(nn.Module):
         backend: str = "auto",
         dims: int | None = None,
         resize_position: bool = False,
+        act_layer: type[nn.Module] | str = nn.GELU,
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
@@ -45,7 +47,13 @@ class TransformerBlock(nn.Module):
         self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+        if isinstance(act_layer, str):
+            try:
+                act_layer = get_act_layer(act_layer)
+            except KeyError:
+                raise ValueError(f"TransformerBlock act_layer: expected a timm activation name such as 'gelu' or "
+                                 f"'quick_gelu', got {act_layer!r}") from None
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop)
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .inputs import INPUT_KINDS
 from .taxonomy import Taxonomy
 
 
@@ -36,6 +37,11 @@ class Preset:
     num_classes: int = 1000  # default head width (0 = no head: pooled features, e.g. DINO backbones)
     timm_twin: str = ""  # timm model (with tag) of the same architecture whose published weights
     # create_model(name, pretrained=True) fetches and converts ("" = none)
+
+    @property
+    def input_kind(self) -> str:
+        """What the model takes: its builder's ``input_kind`` (``"image"``, ``"video"`` or ``"tokens"``)."""
+        return getattr(self.builder, "input_kind", "image")
 
 
 _REGISTRY: dict[str, Preset] = {}
@@ -78,9 +84,23 @@ def _lookup(name: str, stacklevel: int) -> Preset:
     return _REGISTRY[name]
 
 
-def list_models(pattern: str = "*", include_tiny: bool = True) -> list[str]:
-    """Registered names matching a shell-style ``pattern`` (``'swin*'``), sorted (deprecated aliases excluded)."""
-    return sorted(n for n, p in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (include_tiny or not p.tiny))
+LISTED_KINDS = ("image", "video")
+"""The input kinds :func:`list_models` lists by default: those :func:`visionattn.models.inputs.example_input` can
+draw, so every generic consumer (the preset test suites, ``visionattn models``, FLOP counts) can feed them. Token
+models (CLIP's text towers) are listed on request: ``list_models(input_kind="tokens")``."""
+
+
+def list_models(pattern: str = "*", include_tiny: bool = True,
+                input_kind: str | tuple[str, ...] | None = LISTED_KINDS) -> list[str]:
+    """Registered names matching a shell-style ``pattern`` (``'swin*'``), sorted (deprecated aliases excluded).
+    ``input_kind``: only presets that take this input, a kind or a tuple of kinds (default :data:`LISTED_KINDS`:
+    images and videos; ``"tokens"`` lists the text towers); None lists every preset."""
+    kinds = (input_kind,) if isinstance(input_kind, str) else input_kind
+    if kinds is not None and any(k not in INPUT_KINDS for k in kinds):
+        raise ValueError(f"list_models: input_kind expected one of {INPUT_KINDS}, a tuple of them or None, got "
+                         f"{input_kind!r}")
+    return sorted(n for n, p in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (include_tiny or not p.tiny)
+                  and (kinds is None or p.input_kind in kinds))
 
 
 def create_model(
@@ -126,4 +146,4 @@ def create_model(
     return model
 
 
-__all__ = ["Preset", "create_model", "get_preset", "list_models", "register", "register_alias"]
+__all__ = ["LISTED_KINDS", "Preset", "create_model", "get_preset", "list_models", "register", "register_alias"]

@@ -15,7 +15,7 @@ from .dispatch import (
     observe_attention,
     prepare_call,
 )
-from .patterns import Axial, Global, Graph, Halo, Neighborhood, Pattern, Strided, Window, axial_patterns
+from .patterns import Axial, Causal, Global, Graph, Halo, Neighborhood, Pattern, Strided, Window, axial_patterns
 from .position import RelativeBias, RelativeLogits, Rope, rope_frequencies
 from .probs import attention_probs, feature_map
 
@@ -25,6 +25,7 @@ __all__ = [
     "AttentionCall",
     "Axial",
     "BackendUnavailable",
+    "Causal",
     "Global",
     "Graph",
     "Halo",

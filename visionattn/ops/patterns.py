@@ -388,6 +388,23 @@ def axial_patterns(dims: int = 2) -> tuple[Axial, ...]:
     return tuple(Axial(axis) for axis in range(dims))
 
 
+@dataclass(frozen=True)
+class Causal(Pattern):
+    """Causal (autoregressive) attention on a sequence: query ``i`` sees the keys ``j <= i`` (GPT, CLIP's text
+    tower). 1-D grids only, the query grid equal to the key grid. Position 0 always sees itself, so no query is
+    keyless. The blocked backend covers the axis with one tile and one key box (a dense triangle masked by the 1D
+    rule, one SDPA call); FlexAttention skips the blocks above the diagonal; the linear backend (``Q(KᵀV)`` sums over
+    every key) refuses it, so the causal linear form runs on the reference."""
+
+    dims: ClassVar[tuple[int, ...]] = (1,)
+
+    def axis_allowed(self, axis, qi, kj, q_len, kv_len):
+        return kj <= qi
+
+    def axis_tiling(self, axis, q_len, kv_len, tile):
+        return _whole_axis(q_len, kv_len)
+
+
 # ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Strided(Pattern):

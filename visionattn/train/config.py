@@ -365,14 +365,16 @@ def _to_dict(obj) -> dict:
 def _merge(base: dict, layer: dict, prefix: str = "") -> dict:
     """Deep-merge a YAML layer into a copy of ``base``; unknown keys are left for :func:`_build` to report.
     ``model.overrides`` is a leaf: a layer that gives it replaces it, and a layer that sets a new ``model.name``
-    without it gets empty overrides. Likewise a layer that names another task starts from that task's defaults."""
+    without it gets empty overrides. Likewise a layer that names another task starts from that task's defaults, and
+    a task option that is a mapping (spec overrides of a second model) is a leaf: a layer replaces it whole, as a
+    command-line override does, so a config read back from a checkpoint builds what was trained."""
     out = dict(base)
     if prefix == "model." and "name" in layer and layer["name"] != base.get("name"):
         out["overrides"] = {}  # the old model's spec fields would not fit the new one
     if prefix == "task." and "name" in layer and layer["name"] != base.get("name"):
         out = {"name": layer["name"]}  # the old task's options would not fit the new one
     for key, value in layer.items():
-        leaf = f"{prefix}{key}" == "model.overrides"
+        leaf = f"{prefix}{key}" == "model.overrides" or prefix == "task."
         if isinstance(value, dict) and isinstance(out.get(key), dict) and not leaf:
             out[key] = _merge(out[key], value, f"{prefix}{key}.")
         else:

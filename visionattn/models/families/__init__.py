@@ -2,6 +2,7 @@
 Importing this package registers every preset; ``visionattn.models`` does so after creating the registry."""
 
 from . import (  # noqa: F401
+    clip_text,  # tokens: CLIP's text tower
     coatnet,
     experiment_models,  # presets of experiments/*.yaml
     hybrid_vit,

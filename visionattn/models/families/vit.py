@@ -35,6 +35,7 @@ from ..taxonomy import Taxonomy
 
 POOLS = ("token", "avg")
 POS_EMBEDS = ("learned", "sincos", "none")
+ACTS = ("gelu", "quick_gelu")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class VitSpec:
     ``fc_norm``, timm's arrangement). pos_embed: ``'learned'``, ``'sincos'`` (fixed 2D) or ``'none'``.
     qkv_bias: bias in the qkv projection. norm_eps: LayerNorm epsilon. drop_rate: dropout after the attention
     projection / MLP and before the head. backend: operator backend for every block (``'auto'``, ...).
+    pre_norm: a LayerNorm ``norm_pre`` on the tokens before the first block (CLIP's ``ln_pre``; timm's
+    ``pre_norm``). act: the MLP activation, ``'gelu'`` or ``'quick_gelu'`` (OpenAI's CLIP checkpoints).
     """
 
     patch: int = 16
@@ -66,8 +69,12 @@ class VitSpec:
     norm_eps: float = 1e-6
     drop_rate: float = 0.0
     backend: str = "auto"
+    pre_norm: bool = False
+    act: str = "gelu"
 
     def __post_init__(self):
+        if self.act not in ACTS:
+            raise ValueError(f"VitSpec.act must be one of {ACTS}, got {self.act!r}")
         if self.global_pool not in POOLS:
             raise ValueError(f"VitSpec.global_pool must be one of {POOLS}, got {self.global_pool!r}")
         if self.pos_embed not in POS_EMBEDS:
@@ -96,7 +103,8 @@ class VisionTransformer(Backbone):
     """ViT / DeiT backbone. Images ``(B, 3, H, W)`` with H, W multiples of ``spec.patch``.
 
     * ``forward_stem``: PatchEmbed → ``(B, H/p, W/p, C)`` + grid position embedding (interpolated when the grid
-      is not the trained one), flattened, prefix tokens (+ their positions) prepended → ``(B, prefix + N, C)``.
+      is not the trained one), flattened, prefix tokens (+ their positions) prepended, ``norm_pre`` (Identity
+      unless ``pre_norm``) → ``(B, prefix + N, C)``.
     * ``stages``: one :class:`TransformerBlock` per layer, ``(B, L, C) → (B, L, C)``; ``stage_map`` gives the
       patch tokens as a map ``(B, C, H/p, W/p)`` (``feature_info`` reduction = patch).
     * ``forward_norm``: final LayerNorm ``(B, L, C)`` (Identity for ``global_pool='avg'``: timm normalises after
@@ -139,12 +147,13 @@ class VisionTransformer(Backbone):
         else:
             self.pos_embed = SinCosPositionEmbedding(C) if spec.pos_embed == "sincos" else nn.Identity()
             self.prefix_pos = None
+        self.norm_pre = nn.LayerNorm(C, eps=spec.norm_eps) if spec.pre_norm else nn.Identity()
 
         rates = drop_path_rates(spec.drop_path, spec.depth)
         self.stages = nn.ModuleList(
             TransformerBlock(C, spec.heads, Global(), mlp_ratio=spec.mlp_ratio, qkv_bias=spec.qkv_bias,
                              drop_path=rate, proj_drop=spec.drop_rate, layer_scale=spec.layer_scale,
-                             norm_eps=spec.norm_eps, backend=spec.backend, dims=1)
+                             norm_eps=spec.norm_eps, backend=spec.backend, dims=1, act_layer=spec.act)
             for rate in rates
         )
         self.feature_info = [FeatureInfo(C, spec.patch, f"stages.{i}") for i in range(spec.depth)]
@@ -214,11 +223,11 @@ class VisionTransformer(Backbone):
         x = x.reshape(B, h * w, C)  # (B, N, C)
         prefix = [t for t in (self.cls_token, self.dist_token) if t is not None]
         if not prefix:
-            return x
+            return self.norm_pre(x)
         tokens = torch.cat(prefix, dim=1)  # (1, prefix, C)
         if self.prefix_pos is not None:
             tokens = tokens + self.prefix_pos
-        return torch.cat([tokens.expand(B, -1, -1).to(x.dtype), x], dim=1)  # (B, prefix + N, C)
+        return self.norm_pre(torch.cat([tokens.expand(B, -1, -1).to(x.dtype), x], dim=1))  # (B, prefix + N, C)
 
     def stage_padding_masks(self, padding_mask: Tensor) -> list[Tensor]:
         """Every block gets ``(B, prefix + N)``: the prefix tokens, then each patch (padding iff all padding)."""
