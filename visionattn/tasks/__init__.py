@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 DEFAULT_TASK = "classification"
-TASK_MODULES = ("classification", "video", "detection", "clip")
+TASK_MODULES = ("classification", "video", "detection", "clip", "grounding")
 _REGISTRY: dict[str, type[Task]] = {}
 _loaded = False
 
