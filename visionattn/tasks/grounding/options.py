@@ -25,7 +25,8 @@ class GroundingOptions(TaskOptions):
     transformer / bbox_embed from a DETR detection checkpoint of ours (None: not used).
 
     Data (``data.name``): ``digit_phrases`` (composed phrases over digit scenes: ``scenes`` = (train, held-out)
-    counts, scene_digits, scene_scale, heldout_templates; evaluation is on the ``heldout`` split: phrase/digit
+    counts, scene_digits, scene_scale, heldout_templates, train_phrases: phrases per training caption, joined
+    with ". " (more linked boxes per image; evaluation captions hold one phrase); evaluation is on the ``heldout`` split: phrase/digit
     combinations, and templates if listed, never seen in training), ``tree_phrases`` (composed phrases over
     deepforest's SOAP tile: crop, crop_stride), ``grounding_coco`` (M-DETR JSON at ``data.path``, val at
     ``val_path``, images under ``image_root``).
@@ -62,6 +63,7 @@ class GroundingOptions(TaskOptions):
     scene_digits: tuple[int, int] = (1, 4)
     scene_scale: tuple[float, float] = (2.0, 4.0)
     heldout_templates: list[str] = field(default_factory=list)
+    train_phrases: int = 1
     crop: int = 128
     crop_stride: int = 32
     val_path: str | None = None
@@ -84,6 +86,7 @@ class GroundingOptions(TaskOptions):
         need(0 <= self.dropout < 1, "dropout", "in [0, 1)", self.dropout)
         need(0 < self.eos_coef <= 1, "eos_coef", "in (0, 1]", self.eos_coef)
         need(self.temperature > 0, "temperature", "> 0", self.temperature)
+        need(self.train_phrases >= 1, "train_phrases", ">= 1", self.train_phrases)
         need(self.scenes[0] >= 1 and self.scenes[1] >= 1, "scenes", "(train >= 1, heldout >= 1)", self.scenes)
         need(0 <= self.score_threshold <= 1, "score_threshold", "in [0, 1]", self.score_threshold)
         return out
