@@ -91,18 +91,22 @@ def test_metric_scores_constructed_predictions():
     logits = torch.full((1, 3, T + 1), -5.0)
     logits[0, 0, [0, 1]] = 5.0  # query 0: on the phrase's tokens 0-1, box A (right)
     logits[0, 1, T] = 5.0  # query 1: no object, box B
-    logits[0, 2, 2] = 5.0  # query 2: another token, box B
+    logits[0, 2, 2] = 3.0  # query 2: another token, less sure of an object than query 0, box B
     boxes = torch.tensor([[[0.25, 0.25, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5]]])
     tokens = torch.tensor([True, True, False, False])
     target = {"size": torch.tensor([100, 100]), "orig_boxes": torch.tensor([[0.0, 0, 50, 50], [50, 50, 100, 100]]),
               "phrases": [{"tokens": tokens, "boxes": [0], "kind": "digit"},
-                          {"tokens": torch.tensor([False, False, True, False]), "boxes": [1], "kind": "pair"}]}
-    metric = GroundingMetric(["digit", "pair", "largest"])
+                          {"tokens": torch.tensor([False, False, True, False]), "boxes": [1], "kind": "pair"},
+                          {"tokens": tokens, "boxes": [1], "kind": "largest"}]}  # top-1 is box A: a miss at 1
+    metric = GroundingMetric(["digit", "pair", "largest", "smallest"])
     metric.update({"logits": logits, "boxes": boxes}, {"target": [target]})
     m = metric.compute().metrics
-    assert m["recall1"] == 1.0 and m["phrases"] == 2 and m["recall1_digit"] == 1.0
+    assert m["recall1"] == pytest.approx(2 / 3) and m["phrases"] == 3 and m["recall1_digit"] == 1.0
+    assert m["recall1_largest"] == 0.0 and m["recall5_largest"] == 1.0 and m["recall5"] == 1.0
     # text-blind: query 0 and 2 are both sure of an object; the baseline ranks them regardless of the phrase
-    assert m["baseline_recall1"] == 0.5 and "recall1_largest" not in m  # query 0 or 2 first: either way one hit
+    # text-blind: query 0 is the surest of an object, so it ranks first whatever the phrase: only "digit" is a hit
+    assert m["baseline_recall1"] == pytest.approx(1 / 3) and m["baseline_recall1_digit"] == 1.0
+    assert m["baseline_recall1_pair"] == 0.0 and "recall1_smallest" not in m
 
 
 def test_trains_checkpoints_evaluates_and_predicts(tmp_path):

@@ -85,7 +85,6 @@ def contrastive_align_loss(queries: Tensor, tokens: Tensor, text_padding: Tensor
     if len(batch):
         positive[batch.to(logits.device), query.to(logits.device)] = _matched_positive(targets, indices)[:, :L].to(
             logits.device)
-    positive &= ~text_padding[:, None, :]
     pos_sum = logits.masked_fill(~positive, 0.0)  # (B, N, L)
     # queries → tokens: log-softmax over the real tokens of each query's row
     row_lse = logits.masked_fill(text_padding[:, None, :], float("-inf")).logsumexp(2)  # (B, N)
