@@ -24,16 +24,41 @@ __all__ = ["digit_phrase_records", "DigitPhraseRecords", "tree_phrase_records", 
 
 
 class DigitPhraseRecords(Sequence):
-    """``DigitPhrases`` items as :class:`GroundingRecord` s, converted when read (the scenes are rendered lazily)."""
+    """``DigitPhrases`` items as :class:`GroundingRecord` s, converted when read (the scenes are rendered lazily).
 
-    def __init__(self, phrases):
-        self.phrases = phrases
+    ``resample=True`` (training): every read draws the caption's phrases anew among the scene's admissible ones
+    (``phrases_per_caption`` of them, a template first, uniformly, as ``DigitPhrases`` does, with torch's RNG),
+    so one scene is seen with phrases naming different boxes and the image alone cannot tell which box is meant.
+    ``False``: ``DigitPhrases``' own fixed caption per item (evaluation)."""
+
+    def __init__(self, phrases, resample: bool = False):
+        self.phrases, self.resample = phrases, bool(resample)
 
     def __len__(self) -> int:
         return len(self.phrases)
 
+    def _resampled(self, index: int) -> dict:
+        import torch
+
+        scene_index, admissible = self.phrases._items[index]
+        by_template: dict[str, list[dict]] = {}
+        for p in admissible:
+            by_template.setdefault(p["template"], []).append(p)
+        templates = sorted(by_template)
+        caption, phrases = "", []
+        for t in torch.randperm(len(templates))[: self.phrases.phrases_per_caption].tolist():
+            options = by_template[templates[t]]
+            p = options[int(torch.randint(len(options), ()))]
+            caption += ". " if caption else ""
+            phrases.append({**p, "span": (len(caption), len(caption) + len(p["text"]))})
+            caption += p["text"]
+        return {**self.phrases.scenes[scene_index], "caption": caption, "phrases": phrases,
+                "scene_index": scene_index}
+
     def __getitem__(self, index: int) -> GroundingRecord:
-        item = self.phrases[index]
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"DigitPhraseRecords: index {index} out of range for length {len(self)}")
+        item = self._resampled(index % len(self)) if self.resample else self.phrases[index]
         skips = Skips()
         image = item["image"]
         phrases = [{"span": p["span"], "boxes": p["boxes"], "kind": p["template"]} for p in item["phrases"]]
@@ -45,11 +70,11 @@ class DigitPhraseRecords(Sequence):
         return record
 
 
-def digit_phrase_records(split: str, length: int, **kwargs) -> DigitPhraseRecords:
-    """``DigitPhraseRecords(DigitPhrases(split, length, **kwargs))``."""
+def digit_phrase_records(split: str, length: int, resample: bool = False, **kwargs) -> DigitPhraseRecords:
+    """``DigitPhraseRecords(DigitPhrases(split, length, **kwargs), resample)``."""
     from ..composed import DigitPhrases
 
-    return DigitPhraseRecords(DigitPhrases(split, length, **kwargs))
+    return DigitPhraseRecords(DigitPhrases(split, length, **kwargs), resample)
 
 
 TREE_TEMPLATES = {"dead": "the dead tree", "alive": "the living tree", "two_dead": "the two dead trees",

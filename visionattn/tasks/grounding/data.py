@@ -111,7 +111,8 @@ def _records(data: DataConfig, o) -> tuple[Sequence, Sequence, list[str], list, 
 
         kw = dict(size=data.img_size, num_digits=tuple(o.scene_digits), scale=tuple(o.scene_scale),
                   heldout_templates=tuple(o.heldout_templates), seed=data.seed)
-        train = digit_phrase_records("train", o.scenes[0], phrases_per_caption=o.train_phrases, **kw)
+        train = digit_phrase_records("train", o.scenes[0], resample=True, phrases_per_caption=o.train_phrases,
+                                     **kw)
         val = digit_phrase_records("heldout", o.scenes[1], **kw)
         return (train, val, list(TEMPLATES), [], f"composed digit phrases over {data.img_size}px digit scenes "
                 f"({o.scenes[0]} train / {o.scenes[1]} held-out phrase-digit combinations)")
