@@ -51,7 +51,7 @@ def main() -> None:
             from visionattn.tasks.base import TaskData
 
             item = grounding_examples(r.model, TaskData(samples, samples, r.meta, collate), torch.device("cpu"),
-                                      count=16, scale=3)
+                                      count=16, scale=3, score=o.score, temperature=o.temperature)
             tiles = []
             for g in item.grid:
                 tile = torch.from_numpy(__import__("numpy").asarray(Image.open(io.BytesIO(g.png)))).permute(2, 0, 1)

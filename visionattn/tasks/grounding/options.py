@@ -31,7 +31,10 @@ class GroundingOptions(TaskOptions):
     deepforest's SOAP tile: crop, crop_stride), ``grounding_coco`` (M-DETR JSON at ``data.path``, val at
     ``val_path``, images under ``image_root``).
 
-    score_threshold: ``visionattn predict`` keeps boxes whose phrase score reaches it (``--threshold``)."""
+    score: how boxes are ranked for a phrase, at evaluation and by ``visionattn predict``: ``"token"`` (probability
+    mass on the phrase's tokens, M-DETR's soft token prediction) or ``"align"`` (contrastive alignment: per phrase
+    token the softmax over queries, averaged); both are reported. score_threshold: ``visionattn predict`` keeps
+    boxes whose phrase score reaches it (``--threshold``)."""
 
     num_queries: int = 8
     hidden_dim: int = 128
@@ -69,6 +72,7 @@ class GroundingOptions(TaskOptions):
     val_path: str | None = None
     image_root: str | None = None
     score_threshold: float = 0.3
+    score: str = "align"
 
     def problems(self) -> list[str]:
         out = []
@@ -88,6 +92,7 @@ class GroundingOptions(TaskOptions):
         need(self.temperature > 0, "temperature", "> 0", self.temperature)
         need(self.train_phrases >= 1, "train_phrases", ">= 1", self.train_phrases)
         need(self.scenes[0] >= 1 and self.scenes[1] >= 1, "scenes", "(train >= 1, heldout >= 1)", self.scenes)
+        need(self.score in ("token", "align"), "score", "'token' or 'align'", self.score)
         need(0 <= self.score_threshold <= 1, "score_threshold", "in [0, 1]", self.score_threshold)
         return out
 

@@ -1,8 +1,9 @@
 """``visionattn predict CKPT IMAGE --text "the 7" --out DIR`` for a grounding checkpoint, and the report's example
 grid.
 
-For each image and each ``--text`` the phrase is the whole text; every query's score is the probability mass it
-puts on the phrase's tokens (:func:`.metrics.phrase_scores`); the boxes whose score reaches ``threshold`` are the
+For each image and each ``--text`` the phrase is the whole text; every query's score is the task's ``score``:
+the probability mass it puts on the phrase's tokens (:func:`.metrics.phrase_scores`) or its contrastive alignment
+with them (:func:`.metrics.align_scores`); the boxes whose score reaches ``threshold`` are the
 grounded boxes (at most ``top_k``; the best one is printed even below the threshold, marked). ``--out DIR`` writes
 ``DIR/<stem>-<n>.png`` with the boxes drawn by ``torchvision.utils.draw_bounding_boxes`` and the phrase in the
 file's name list ``DIR/grounding.json``.
@@ -25,13 +26,14 @@ from torchvision.utils import draw_bounding_boxes
 from ..base import GridImage, PredictOptions, PredictOutput, ReportItem
 from ..batching import pad_images
 from ..detection.transforms import build_detection_transform
-from .metrics import phrase_scores
+from .metrics import align_scores, phrase_scores
 
 __all__ = ["predict_files", "ground", "grounding_examples"]
 
 
 @torch.no_grad()
-def ground(model: nn.Module, image: torch.Tensor, text: str, tokenizer, device) -> tuple[torch.Tensor, torch.Tensor]:
+def ground(model: nn.Module, image: torch.Tensor, text: str, tokenizer, device, score: str = "token",
+           temperature: float = 0.07) -> tuple[torch.Tensor, torch.Tensor]:
     """One normalised image ``(3, H, W)`` and a phrase → ``(scores (N,), boxes (N, 4) xyxy pixels)`` sorted by
     score."""
     if not text.strip():
@@ -42,7 +44,8 @@ def ground(model: nn.Module, image: torch.Tensor, text: str, tokenizer, device) 
     tokens = torch.tensor([ids], device=device)
     out = model(x.to(device), mask.to(device), tokens, tokens == tokenizer.pad_id)
     phrase = tokenizer.positive_map(offsets, [(0, len(text))], text).to(device)
-    scores = phrase_scores(out.logits[0], phrase)
+    scores = phrase_scores(out.logits[0], phrase) if score == "token" else align_scores(
+        out.queries[0], out.tokens[0], phrase, temperature)
     h, w = image.shape[-2:]
     boxes = box_convert(out.boxes[0].float(), "cxcywh", "xyxy") * torch.tensor([w, h, w, h], device=device)
     order = scores.argsort(descending=True)
@@ -57,7 +60,8 @@ def _draw(raw: torch.Tensor, boxes, labels, colors) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_files(model: nn.Module, meta: dict, tokenizer, paths: Sequence[str], options: PredictOptions,
-                  threshold: float, device: torch.device) -> PredictOutput:
+                  threshold: float, device: torch.device, score: str = "token",
+                  temperature: float = 0.07) -> PredictOutput:
     from PIL import Image
 
     from ...data import BadImage, load_image
@@ -81,7 +85,7 @@ def predict_files(model: nn.Module, meta: dict, tokenizer, paths: Sequence[str],
         image = transform(tv_tensors.Image(raw)).as_subclass(torch.Tensor)
         H, W = raw.shape[-2:]
         for n, text in enumerate(options.texts):
-            scores, boxes = ground(model, image, text, tokenizer, device)
+            scores, boxes = ground(model, image, text, tokenizer, device, score, temperature)
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, W)
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, H)
             keep = (scores >= threshold).nonzero().flatten()[: options.top_k]
@@ -104,8 +108,8 @@ def predict_files(model: nn.Module, meta: dict, tokenizer, paths: Sequence[str],
 
 
 @torch.no_grad()
-def grounding_examples(model: nn.Module, data, device: torch.device, count: int = 12,
-                       scale: int = 3) -> ReportItem:
+def grounding_examples(model: nn.Module, data, device: torch.device, count: int = 12, scale: int = 3,
+                       score: str = "token", temperature: float = 0.07) -> ReportItem:
     """A grid of validation images: the ground truth of the caption's first phrase in green, the top-1 box in
     red (frame green when IoU >= 0.5)."""
     from PIL import Image
@@ -121,7 +125,9 @@ def grounding_examples(model: nn.Module, data, device: torch.device, count: int 
         out = model(batch["image"].to(device), batch["padding_mask"].to(device), batch["tokens"].to(device),
                     batch["text_padding"].to(device))
         p = t["phrases"][0]
-        scores = phrase_scores(out.logits[0], p["tokens"].to(device))
+        phrase = p["tokens"].to(device)
+        scores = phrase_scores(out.logits[0], phrase) if score == "token" else align_scores(
+            out.queries[0], out.tokens[0], phrase, temperature)
         h, w = (int(v) for v in t["size"])
         boxes = box_convert(out.boxes[0].float(), "cxcywh", "xyxy").cpu() * torch.tensor([w, h, w, h])
         best = boxes[int(scores.argmax())][None]

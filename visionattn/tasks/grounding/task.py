@@ -86,10 +86,12 @@ class GroundingTask(Task):
 
     def eval_forward(self, model: nn.Module, batch: dict) -> dict:
         out = self._forward(model, batch)
-        return {"logits": out.logits.float(), "boxes": out.boxes.float()}
+        return {"logits": out.logits.float(), "boxes": out.boxes.float(), "queries": out.queries.float(),
+                "tokens": out.tokens.float(), "text_padding": out.text_padding}
 
     def metric(self, meta: dict) -> GroundingMetric:
-        return GroundingMetric(list(meta.get("kinds", [])))
+        return GroundingMetric(list(meta.get("kinds", [])), score=self.options.score,
+                               temperature=self.options.temperature)
 
     def format_evaluation(self, evaluation: Evaluation, meta: dict) -> str:
         return format_grounding(evaluation)
@@ -100,7 +102,8 @@ class GroundingTask(Task):
         if not 0 <= threshold <= 1:
             raise ValueError(f"--threshold: expected a score in [0, 1], got {threshold}")
         tokenizer = self.tokenizer or GroundingTokenizer(meta["vocab"], self.options.max_text_len)
-        return predict_files(model, meta, tokenizer, inputs, options, threshold, device)
+        return predict_files(model, meta, tokenizer, inputs, options, threshold, device, self.options.score,
+                             self.options.temperature)
 
     def report(self, model: nn.Module, data: TaskData, evaluation: Evaluation | None,
                device: torch.device) -> list[ReportItem]:
@@ -108,7 +111,8 @@ class GroundingTask(Task):
         if evaluation is not None:
             items.append(ReportItem("Phrase grounding", text=format_grounding(evaluation)))
         if len(data.val):
-            items.append(grounding_examples(model, data, device))
+            items.append(grounding_examples(model, data, device, score=self.options.score,
+                                            temperature=self.options.temperature))
         return items
 
     def report_inputs(self, data: TaskData, count: int):
