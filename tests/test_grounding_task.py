@@ -152,3 +152,20 @@ def test_learns_held_out_phrases(tmp_path):
     trainer.fit()
     m = trainer.counters.metrics
     assert m["val_recall1"] > m["val_baseline_recall1"] + 0.1, m
+
+
+def test_alignment_scores_rank_the_query_that_matches_the_phrase_tokens():
+    from visionattn.tasks.grounding.metrics import align_scores
+
+    g = torch.Generator().manual_seed(4)
+    tokens = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=-1)  # (L, c)
+    queries = torch.nn.functional.normalize(torch.randn(3, 8, generator=g), dim=-1)  # (N, c)
+    queries[1] = torch.nn.functional.normalize(tokens[2] + tokens[3], dim=0)  # query 1 matches tokens 2-3
+    phrase = torch.tensor([False, False, True, True])
+    got = align_scores(queries, tokens, phrase, temperature=0.1)
+    s = queries @ tokens.T / 0.1  # by hand: per token the softmax over queries, averaged over the phrase
+    want = torch.stack([torch.exp(s[:, j]) / torch.exp(s[:, j]).sum() for j in (2, 3)], 1).mean(1)
+    torch.testing.assert_close(got, want)
+    assert int(got.argmax()) == 1 and got.sum().item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="score expected one of"):
+        GroundingMetric(["digit"], score="blind")
