@@ -30,7 +30,7 @@ TINY = ["task=grounding", "model.name=resnet_test", "model.pretrained_path=null"
 
 def test_default_config_and_bad_options():
     cfg = load_config(overrides=["task=grounding"])
-    assert cfg.data.name == "digit_phrases" and cfg.task.num_queries == 8 and not cfg.task.train_backbone
+    assert cfg.data.name == "digit_phrases" and cfg.task.num_queries == 6 and not cfg.task.train_backbone
     with pytest.raises(ValueError, match=r"task.hidden_dim: expected a multiple of 4 and of heads 4, got 30"):
         load_config(overrides=[*TINY, "task.hidden_dim=30"])
     with pytest.raises(ValueError, match=r"dataset 'digit_scenes' gives no grounding data"):
@@ -145,7 +145,8 @@ def test_learns_held_out_phrases(tmp_path):
     the text-blind baseline on held-out phrase/digit combinations."""
     from visionattn.train.loop import Trainer
 
-    cfg = load_config(overrides=["task=grounding", "model.pretrained_path=null", "task.train_backbone=true",
+    cfg = load_config(overrides=["task=grounding", "model.pretrained_path=null", "task.init_detr=null",
+                                 "task.train_backbone=true",
                                  "task.frozen_bn=false", "task.scenes=[1500, 200]", "schedule.epochs=4",
                                  "run.log_every=1000", "run.device=cpu", "run.report=false"])
     trainer = Trainer(cfg, run_dir=tmp_path / "run", log=lambda m: None)

@@ -204,6 +204,12 @@ def load_detr_parts(model: MDetr, path: str) -> list[str]:
     """Fill the parts M-DETR shares with DETR (backbone, input_proj, query_embed, transformer, bbox_embed) from a
     DETR detection checkpoint of ours (``{"model": state}`` or a state dict); returns the keys loaded. A shape
     mismatch is a ``ValueError`` naming the keys."""
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"task.init_detr {str(path)!r} does not exist (train DETR on digit scenes first: "
+                                f"visionattn train task=detection --run-dir runs/detr_digits; or set "
+                                f"task.init_detr=null to start the DETR parts from random weights)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("model", state) if isinstance(state, dict) else state
     own = model.state_dict()
