@@ -7,15 +7,14 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from visionattn.data.detection.records import Skips
 from visionattn.data.grounding import checked_grounding_record, digit_phrase_records, read_grounding_coco
 from visionattn.data.grounding.composed import tree_phrase_records, tree_phrases
+from visionattn.tasks.detection.transforms import build_detection_transform
 from visionattn.tasks.grounding.data import GroundingCollate, GroundingSamples
 from visionattn.tasks.grounding.tokenizer import GroundingTokenizer
-from visionattn.tasks.detection.transforms import build_detection_transform
 
 
 def test_tokenizer_maps_character_spans_to_token_positions():
@@ -80,7 +79,9 @@ def test_read_grounding_coco(tmp_path):
 def test_digit_phrases_held_out_combinations_never_in_training():
     train = digit_phrase_records("train", 60, size=64, num_digits=(1, 4))
     held = digit_phrase_records("heldout", 30, size=64, num_digits=(1, 4))
-    pairs = lambda recs: {(p.kind, d) for r in recs for p, d in zip(r.phrases, r.extra["digits"], strict=True)}
+    def pairs(recs):
+        return {(p.kind, d) for r in recs for p, d in zip(r.phrases, r.extra["digits"], strict=True)}
+
     assert not pairs(train) & pairs(held)
     assert all(p.kind in ("digit", "pair", "left_of", "right_of", "above", "below") for r in held for p in r.phrases)
 

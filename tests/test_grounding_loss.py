@@ -10,8 +10,12 @@ import pytest
 import torch
 from torchvision.ops import box_convert, generalized_box_iou
 
-from visionattn.tasks.grounding.loss import GroundingCriterion, GroundingWeights, contrastive_align_loss, \
-    soft_token_loss
+from visionattn.tasks.grounding.loss import (
+    GroundingCriterion,
+    GroundingWeights,
+    contrastive_align_loss,
+    soft_token_loss,
+)
 from visionattn.tasks.grounding.matcher import GroundingMatcher, grounding_cost
 from visionattn.tasks.grounding.model import MDetrOutput
 
@@ -27,7 +31,7 @@ def _case(seed=0, B=2, N=5, T=7, L=6):
     logits = torch.randn(B, N, T + 1, generator=g) * 2
     boxes = _boxes(g, B * N).reshape(B, N, 4)
     targets = []
-    for b, M in enumerate((2, 3)[:B]):
+    for M in (2, 3)[:B]:
         positive = torch.zeros(M, L, dtype=torch.bool)
         for m in range(M):  # each box: a span of 1-3 tokens, never empty, last slot (END) never used
             start = int(torch.randint(0, L - 3, (1,), generator=g))

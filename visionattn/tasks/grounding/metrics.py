@@ -3,8 +3,8 @@
 For each phrase of each image the queries are ranked by a phrase score: ``score="token"``, the probability mass
 they put on the phrase's tokens (:func:`phrase_scores`, M-DETR's soft token prediction), or ``score="align"``, the
 contrastive alignment (:func:`align_scores`: for each phrase token, the softmax over queries of their similarity;
-averaged over the phrase's tokens); the other score's Recall@1/5 is reported too (``<other>_recall1``); the phrase is recalled at k when one of the top-k boxes has IoU >= ``iou`` with one of the
-phrase's ground-truth boxes (M-DETR's "any box" protocol for Flickr30k; a two-box phrase counts as found when
+averaged over the phrase's tokens); the other score's Recall@1/5 is reported too (``<other>_recall1``). The
+phrase is recalled at k when one of the top-k boxes has IoU >= ``iou`` with one of the phrase's ground-truth boxes (M-DETR's "any box" protocol for Flickr30k; a two-box phrase counts as found when
 either box is). The text-blind baseline ranks the same boxes by ``1 − p(no object)``, the highest-scoring boxes
 regardless of which phrase is asked about; the gap between the two shows that the text is used.
 
@@ -123,7 +123,8 @@ class GroundingMetric:
 def format_grounding(evaluation: Evaluation) -> str:
     m, d = evaluation.metrics, evaluation.details or {}
     score, other = d.get("score", "token"), d.get("other", "align")
-    lines = [f"phrase grounding (IoU >= 0.5, any box; boxes ranked by {score} scores): Recall@1 {m['recall1']:.3f}  Recall@5 {m['recall5']:.3f}  "
+    lines = [f"phrase grounding (IoU >= 0.5, any box; boxes ranked by {score} scores): Recall@1 {m['recall1']:.3f}  "
+             f"Recall@5 {m['recall5']:.3f}  "
              f"text-blind baseline Recall@1 {m['baseline_recall1']:.3f}  Recall@5 {m['baseline_recall5']:.3f}  "
              f"{other}-scored Recall@1 {m[other + '_recall1']:.3f}  ({int(m['phrases'])} phrases)",
              f"{'type':<12}{'phrases':>8}{'R@1':>8}{'R@5':>8}{'blind R@1':>11}{other + ' R@1':>11}"]
