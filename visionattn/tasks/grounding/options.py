@@ -27,8 +27,8 @@ class GroundingOptions(TaskOptions):
     Data (``data.name``): ``digit_phrases`` (composed phrases over digit scenes: ``scenes`` = (train, held-out)
     counts, scene_digits, scene_scale, heldout_templates, train_phrases: phrases per training caption, joined
     with ". " (more linked boxes per image; evaluation captions hold one phrase); evaluation is on the
-    ``heldout`` split: phrase/digit combinations, and templates if listed, never seen in training), ``tree_phrases`` (composed phrases over
-    deepforest's SOAP tile: crop, crop_stride), ``grounding_coco`` (M-DETR JSON at ``data.path``, val at
+    ``heldout`` split: phrase/digit combinations, and templates if listed, never seen in training),
+    ``tree_phrases`` (composed phrases over deepforest's SOAP tile: crop, crop_stride), ``grounding_coco`` (M-DETR JSON at ``data.path``, val at
     ``val_path``, images under ``image_root``).
 
     score: how boxes are ranked for a phrase, at evaluation and by ``visionattn predict``: ``"token"`` (probability
