@@ -1,12 +1,13 @@
 """Phrase grounding Recall@k at IoU >= 0.5, per phrase type, and the text-blind baseline.
 
-For each phrase of each image the queries are ranked by a phrase score: ``score="token"``, the probability mass
-they put on the phrase's tokens (:func:`phrase_scores`, M-DETR's soft token prediction), or ``score="align"``, the
+For each phrase of each image the queries are ranked by a phrase score: ``score="token"``, the probability mass they
+put on the phrase's tokens (:func:`phrase_scores`, M-DETR's soft token prediction), or ``score="align"``, the
 contrastive alignment (:func:`align_scores`: for each phrase token, the softmax over queries of their similarity;
-averaged over the phrase's tokens); the other score's Recall@1/5 is reported too (``<other>_recall1``). The
-phrase is recalled at k when one of the top-k boxes has IoU >= ``iou`` with one of the phrase's ground-truth
-boxes (M-DETR's "any box" protocol for Flickr30k; a two-box phrase counts as found when either box is). The text-blind baseline ranks the same boxes by ``1 − p(no object)``, the highest-scoring boxes
-regardless of which phrase is asked about; the gap between the two shows that the text is used.
+averaged over the phrase's tokens); the other score's Recall@1/5 is reported too (``<other>_recall1``). The phrase
+is recalled at k when one of the top-k boxes has IoU >= ``iou`` with one of the phrase's ground-truth boxes
+(M-DETR's "any box" protocol for Flickr30k; a two-box phrase counts as found when either box is). The text-blind
+baseline ranks the same boxes by ``1 − p(no object)``, the highest-scoring boxes regardless of which phrase is asked
+about; the gap between the two shows that the text is used.
 
 Reported: ``recall1``, ``recall5``, ``baseline_recall1``, ``baseline_recall5``, ``phrases`` and per phrase type
 ``recall1_<type>`` / ``recall5_<type>`` / ``baseline_recall1_<type>`` / ``phrases_<type>``.

@@ -28,15 +28,15 @@ class GroundingOptions(TaskOptions):
     counts, scene_digits, scene_scale, heldout_templates, train_phrases: phrases per training caption, joined
     with ". " (more linked boxes per image; evaluation captions hold one phrase); evaluation is on the
     ``heldout`` split: phrase/digit combinations, and templates if listed, never seen in training),
-    ``tree_phrases`` (composed phrases over deepforest's SOAP tile: crop, crop_stride), ``grounding_coco`` (M-DETR JSON at ``data.path``, val at
-    ``val_path``, images under ``image_root``).
+    ``tree_phrases`` (composed phrases over deepforest's SOAP tile: crop, crop_stride), ``grounding_coco``
+    (M-DETR JSON at ``data.path``, val at ``val_path``, images under ``image_root``).
 
     score: how boxes are ranked for a phrase, at evaluation and by ``visionattn predict``: ``"token"`` (probability
     mass on the phrase's tokens, M-DETR's soft token prediction) or ``"align"`` (contrastive alignment: per phrase
     token the softmax over queries, averaged); both are reported. score_threshold: ``visionattn predict`` keeps
     boxes whose phrase score reaches it (``--threshold``)."""
 
-    num_queries: int = 8
+    num_queries: int = 6
     hidden_dim: int = 128
     heads: int = 8
     enc_layers: int = 2
