@@ -141,13 +141,17 @@ def test_trains_checkpoints_evaluates_and_predicts(tmp_path):
 
 @pytest.mark.slow
 def test_learns_held_out_phrases(tmp_path):
-    """~3 min on 2 CPU cores: a small M-DETR (backbone trained too, from scratch) on 1,500 digit-phrase scenes beats
-    the text-blind baseline on held-out phrase/digit combinations."""
+    """~3 min on 2 CPU cores: the default config's recipe (frozen pretrained ResNet and DETR parts: run the commands
+    at the top of configs/grounding_digits.yaml first) on 2,000 digit-phrase scenes for 2 epochs beats the text-blind
+    baseline on held-out phrase/digit combinations by more than 0.1 Recall@1."""
+    from pathlib import Path
+
     from visionattn.train.loop import Trainer
 
-    cfg = load_config(overrides=["task=grounding", "model.pretrained_path=null", "task.init_detr=null",
-                                 "task.train_backbone=true",
-                                 "task.frozen_bn=false", "task.scenes=[1500, 200]", "schedule.epochs=4",
+    needed = [Path("runs/detr_backbone/best.pt"), Path("runs/detr_digits/best.pt")]
+    if not all(p.is_file() for p in needed):
+        pytest.skip(f"needs the pretrained checkpoints {[str(p) for p in needed]} (configs/grounding_digits.yaml)")
+    cfg = load_config(overrides=["task=grounding", "task.scenes=[2000, 300]", "schedule.epochs=2",
                                  "run.log_every=1000", "run.device=cpu", "run.report=false"])
     trainer = Trainer(cfg, run_dir=tmp_path / "run", log=lambda m: None)
     trainer.fit()
