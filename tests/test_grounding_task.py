@@ -20,7 +20,8 @@ from visionattn.tasks.grounding.metrics import GroundingMetric
 from visionattn.tasks.grounding.model import NO_TEXT_LOGIT, MDetrSpec, build_mdetr
 from visionattn.train.config import load_config
 
-TINY = ["task=grounding", "model.name=resnet_test", "model.pretrained_path=null", "task.train_backbone=true",
+TINY = ["task=grounding", "model.name=resnet_test", "model.pretrained_path=null", "task.init_detr=null",
+        "task.train_backbone=true",
         "task.frozen_bn=false", "task.num_queries=5", "task.hidden_dim=32", "task.heads=4", "task.enc_layers=1",
         "task.dec_layers=2", "task.ffn_dim=32", "task.text_dim=16", "task.text_heads=2", "task.text_depth=1",
         "task.scenes=[16, 6]", "data.img_size=32", "task.scene_scale=[1.5, 2.5]", "schedule.epochs=1",
