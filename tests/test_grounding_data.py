@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from visionattn.data.detection.records import Skips
@@ -113,3 +114,24 @@ def test_tree_phrases_compose_from_alive_dead_labels():
     assert {r.caption for r in records} >= {"the dead tree"}
     with pytest.raises(ValueError, match="SOAP_061"):
         tree_phrase_records("train", items=[{"name": "OSBS_029"}])
+
+
+def test_training_captions_are_drawn_anew_on_every_read():
+    from visionattn.tasks import get_task
+    from visionattn.train.config import load_config
+
+    records = digit_phrase_records("train", 12, resample=True, size=64, num_digits=(3, 4), phrases_per_caption=2)
+    torch.manual_seed(0)
+    captions = {records[3].caption for _ in range(12)}
+    assert len(captions) > 1  # the same scene, different phrases
+    for _ in range(5):
+        r = records[5]
+        assert all(r.caption[s:e] for p in r.phrases for s, e in p.spans)
+    fixed = digit_phrase_records("train", 12, size=64, num_digits=(3, 4))
+    assert len({fixed[3].caption for _ in range(5)}) == 1  # evaluation: one caption per item
+
+    cfg = load_config(overrides=["task=grounding", "task.scenes=[12, 4]", "task.train_phrases=2",
+                                 "task.scene_digits=[3, 4]"])
+    data = get_task("grounding")(cfg.task).build_data(cfg.data, 0)
+    assert any(". " in data.train[i]["target"]["caption"] for i in range(12))  # two-phrase training captions
+    assert all(". " not in data.val[i]["target"]["caption"] for i in range(4))  # one-phrase evaluation captions
