@@ -144,8 +144,9 @@ def test_trains_checkpoints_evaluates_and_predicts(tmp_path):
 @pytest.mark.timeout(1200)
 def test_learns_held_out_phrases(tmp_path):
     """~4 min on 2 CPU cores: the default config's recipe (frozen pretrained ResNet and DETR parts: run the commands
-    at the top of configs/grounding_digits.yaml first) on 2,000 digit-phrase scenes for 2 epochs (align scores) beats the text-blind
-    baseline on held-out phrase/digit combinations by more than 0.1 Recall@1."""
+    at the top of configs/grounding_digits.yaml first) on 2,000 digit-phrase scenes for 2 epochs beats the text-blind
+    baseline on held-out phrase/digit combinations by more than 0.1 Recall@1 (alignment scores; passed in 4 min 12 s
+    on the shared machine)."""
     from pathlib import Path
 
     from visionattn.train.loop import Trainer
