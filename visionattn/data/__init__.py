@@ -72,6 +72,8 @@ for _name in ("moving_digits", "video_folder", "frame_folder", "video_csv"):
     register_dataset_name(_name, needs_path=_name != "moving_digits")
 
 
+for _name, _path in (("digit_phrases", False), ("tree_phrases", False), ("grounding_coco", True)):  # grounding
+    register_dataset_name(_name, needs_path=_path)
 for _name, _needs_path in CAPTION_DATASETS.items():  # image-caption data (visionattn.data.captions, CLIP)
     register_dataset_name(_name, needs_path=_needs_path)
 

@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 DEFAULT_TASK = "classification"
-TASK_MODULES = ("classification", "detection", "segmentation", "dino", "clip", "video")
+TASK_MODULES = ("classification", "detection", "segmentation", "dino", "clip", "grounding", "video")
 _REGISTRY: dict[str, type[Task]] = {}
 _loaded = False
 
