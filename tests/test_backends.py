@@ -292,6 +292,7 @@ def _force_chunk_tiles(monkeypatch, tiles):
     number of tiles (batch included), the chunk size asked for and the chunks it ran."""
     from visionattn.ops.backends import blocked
 
+    monkeypatch.setattr(blocked, "GROUPS", False)  # the general plan's chunks (groups: tests/test_ops_groups.py)
     real, seen = blocked._chunks, []
 
     def chunks(levels, per_tile, budget):
@@ -422,6 +423,7 @@ def test_blocked_large_no_grad_call_runs_in_chunks(monkeypatch):
     splits it into several chunks, and the result equals the reference."""
     from visionattn.ops.backends import blocked
 
+    monkeypatch.setattr(blocked, "GROUPS", False)  # the general plan (groups: tests/test_ops_groups.py)
     real, seen = blocked._chunks, []
     monkeypatch.setattr(blocked, "_chunks", lambda *a: seen.append(list(real(*a))) or iter(seen[-1]))
     g = torch.Generator().manual_seed(9)

@@ -1,0 +1,139 @@
+"""Partition a grid into runs of equal tiles and back: views plus one copy, forward and backward.
+
+A *run* (:data:`Run`) cuts every grid axis ``a`` of a tensor ``(B, *grid, h, d)`` into ``count_a`` boxes of
+``size_a`` positions, the first starting at ``start_a`` and each ``step_a`` after the previous one. The boxes of a
+run become ``(B · Π count_a, h, Π size_a, d)``: ``narrow`` and ``unfold`` views of the tensor, a permute, and one
+copy (the ``reshape``). No index gather, no padding copy: boxes lie inside the grid (the caller clips them).
+
+:func:`split` cuts one tensor into several runs (query tiles or key boxes of the blocked backend's groups) and
+:func:`merge` writes runs back into a grid. Both are autograd functions whose backward is the other one, so a
+backward pass costs one copy per run too (autograd's own ``narrow`` backward would allocate a zero tensor of the
+whole grid for every run). Runs whose boxes do not overlap and cover the grid (``exact``) are written with copies
+into an uninitialised tensor; otherwise (halo key boxes overlap, clipped boxes may leave gaps) the gradient is
+accumulated into zeros with ``unfold_backward``.
+
+Run format (plain ints, so ``torch.compile`` sees constants): one ``(start, count, size, step)`` per grid axis.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+Run = tuple[tuple[int, int, int, int], ...]  # per grid axis (start, count, size, step)
+
+
+def _box_view(x: Tensor, run: Run) -> Tensor:
+    """(B, *grid, h, d) → the run's boxes as a view ``(B, *count, h, *size, d)``."""
+    dims = len(run)
+    for a, (start, count, size, step) in enumerate(run):
+        span = (count - 1) * step + size
+        x = x.narrow(1 + a, start, span).unfold(1 + a, size, step)  # axis a → count; size appended last
+    # x: (B, *count, h, d, *size)
+    return x.permute(0, *range(1, dims + 1), dims + 1, *range(dims + 3, 2 * dims + 3), dims + 2)
+
+
+def _size(run: Run) -> int:
+    """Positions in one box of the run."""
+    return math.prod([size for _, _, size, _ in run])
+
+
+def _tiles(x: Tensor, run: Run) -> Tensor:
+    """(B, *grid, h, d) → ``(B · Π count, h, Π size, d)`` (one copy, unless the boxes already are that layout)."""
+    view = _box_view(x, run)
+    return view.reshape(-1, view.shape[len(run) + 1], _size(run), view.shape[-1])
+
+
+def _unfolded(t: Tensor, run: Run, batch: int) -> Tensor:
+    """Tiles ``(B · Π count, h, Π size, d)`` → the layout of :func:`_box_view` before its permute:
+    ``(B, *count, h, d, *size)`` (a view)."""
+    dims = len(run)
+    counts, sizes = [c for _, c, _, _ in run], [s for _, _, s, _ in run]
+    t = t.reshape(batch, *counts, t.shape[1], *sizes, t.shape[-1])  # (B, *count, h, *size, d)
+    return t.permute(0, *range(1, dims + 2), 2 * dims + 2, *range(dims + 2, 2 * dims + 2))
+
+
+def _write(out: Tensor, tiles: Tensor, run: Run, accumulate: bool) -> None:
+    """Write (``accumulate=False``: copy; else add) the run's tiles into their boxes of ``out (B, *grid, h, d)``."""
+    if not accumulate:
+        box = _box_view(out, run)  # (B, *count, h, *size, d): a view of out
+        box.copy_(tiles.reshape(box.shape))
+        return
+    g = _unfolded(tiles, run, out.shape[0])  # (B, *count, h, d, *size)
+    region = out
+    for a, (start, count, size, step) in enumerate(run):
+        region = region.narrow(1 + a, start, (count - 1) * step + size)
+    # fold the boxes back, last grid axis first: each unfold_backward turns (.., count_a, .., size_a) into span_a
+    for a in reversed(range(len(run))):
+        shape = list(g.shape[:-1])  # the unfolded tensor without its last box axis (that of axis a)
+        shape[1 + a] = region.shape[1 + a]
+        g = torch.ops.aten.unfold_backward(g, shape, 1 + a, run[a][2], run[a][3])
+    region.add_(g)
+
+
+def _merge(tiles: tuple[Tensor, ...], runs: tuple[Run, ...], shape: tuple[int, ...], exact: bool) -> Tensor:
+    """The runs' tiles written into a new ``shape`` grid tensor ``(B, *grid, h, d)``; ``exact``: every position is
+    in exactly one box (then nothing is zero-filled or added)."""
+    out = tiles[0].new_empty(shape) if exact else tiles[0].new_zeros(shape)
+    for t, run in zip(tiles, runs, strict=True):
+        if t is not None:
+            _write(out, t, run, accumulate=not exact)
+    return out
+
+
+class _Split(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, runs: tuple[Run, ...], exact: bool):
+        ctx.runs, ctx.exact, ctx.shape = runs, exact, tuple(x.shape)
+        return tuple([_tiles(x, run) for run in runs])
+
+    @staticmethod
+    def backward(ctx, *grads):
+        grads = [None if g is None else g.contiguous() for g in grads]
+        if all([g is None for g in grads]):
+            return None, None, None
+        template = [g for g in grads if g is not None][0]
+        filled = tuple([template.new_zeros(_tile_shape(ctx.shape, run)) if g is None else g
+                        for g, run in zip(grads, ctx.runs, strict=True)])
+        return _merge(filled, ctx.runs, ctx.shape, ctx.exact), None, None
+
+
+class _Merge(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, shape: tuple[int, ...], runs: tuple[Run, ...], *tiles: Tensor):
+        ctx.runs = runs
+        return _merge(tiles, runs, shape, exact=True)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return (None, None, *[_tiles(grad, run) for run in ctx.runs])
+
+
+def _tile_shape(shape: tuple[int, ...], run: Run) -> tuple[int, ...]:
+    return (shape[0] * math.prod([c for _, c, _, _ in run]), shape[-2], _size(run), shape[-1])
+
+
+def tiles(x: Tensor, run: Run) -> Tensor:
+    """One run of :func:`split` without autograd (masks): ``(B · Π count, h, Π size, d)``."""
+    return _tiles(x, run)
+
+
+def write(out: Tensor, tiles: Tensor, run: Run) -> None:
+    """Copy one run's tiles ``(B · Π count, h, Π size, e)`` into their boxes of ``out (B, *grid, h, e)`` (no
+    autograd: chunks of a result computed without gradients)."""
+    _write(out, tiles, run, accumulate=False)
+
+
+def split(x: Tensor, runs: tuple[Run, ...], exact: bool) -> tuple[Tensor, ...]:
+    """x ``(B, *grid, h, d)`` → one ``(B · Π count, h, Π size, d)`` tensor per run (tiles in raster order of their
+    boxes, positions in a box in raster order). ``exact``: the boxes of all runs cover every grid position exactly
+    once (the backward then writes the gradient without zero-filling or adding)."""
+    return _Split.apply(x, runs, exact)
+
+
+def merge(tiles: tuple[Tensor, ...], runs: tuple[Run, ...], shape: tuple[int, ...]) -> Tensor:
+    """The inverse of :func:`split` for runs that cover a grid exactly once (query tiles): tiles
+    ``(B · Π count, h, Π size, e)`` per run → ``shape = (B, *grid, h, e)``."""
+    return _Merge.apply(tuple(shape), runs, *tiles)
