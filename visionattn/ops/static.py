@@ -62,7 +62,8 @@ def _freeze(value):
     params = getattr(type(value), "__dataclass_params__", None)
     if params is None or not (params.frozen and params.eq):
         return value
-    return (_FROZEN, type(value), tuple([(f.name, _freeze(getattr(value, f.name))) for f in dataclasses.fields(value) if f.init]))
+    fields = [(f.name, _freeze(getattr(value, f.name))) for f in dataclasses.fields(value) if f.init]
+    return (_FROZEN, type(value), tuple(fields))
 
 
 def _thaw(value):
