@@ -38,6 +38,7 @@ import contextlib
 import contextvars
 import itertools
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +52,7 @@ from .blocked_groups import group_plan
 from .blocked_plan import Gather, Plan, axis_mask, bias_index, table_index
 from .blocked_plan import allowed as plan_allowed
 from .blocked_plan import plan as _plan
+from .partition import whole
 from .tile_attention import attend, fold_relative_logits
 
 _TILE = contextvars.ContextVar("visionattn_blocked_tile", default=None)
@@ -232,6 +234,39 @@ def _whole(call: AttentionCall, key: tuple, plan: Plan, pad: Tensor | None) -> T
     axes = [slice(0, n) for n in plan.n]
     o = _attend_tiles(call, key, plan, q, k, v, axes, pad, bias)[..., :v_dim]
     return _from_tiles(o.reshape(B * n_tiles, *o.shape[2:]), plan, B, call.q_grid)
+
+
+class TileSet(NamedTuple):
+    """What the blocked backend runs for one set of equal tiles of a call (cost models read it): ``tiles`` per image
+    of ``q_slots`` queries and ``k_slots`` keys each; ``masked``: the tiles have a mask (disallowed or out-of-grid
+    slots); ``shared_mask``: one ``(Tq, Tk)`` mask for every tile and image (group plan), else one per tile and
+    image; ``axes``: per grid axis ``(tiles whose key − query offsets are stored, query slots, key slots)`` (a
+    group stores them once: 1); ``output_view``: the call's output is a view of the attention output (a single
+    whole-grid tile)."""
+
+    tiles: int
+    q_slots: int
+    k_slots: int
+    masked: bool
+    shared_mask: bool
+    axes: tuple[tuple[int, int, int], ...]
+    output_view: bool
+
+
+def tile_sets(pattern, q_grid, kv_grid, tile: int | None = None) -> tuple[TileSet, ...]:
+    """The sets of equal tiles the blocked backend runs for a call on these grids (one per group of the group plan,
+    else one for the general plan); ``tile``: the Neighborhood tile hint (default :data:`DEFAULT_TILE`)."""
+    q_grid, kv_grid = tuple(q_grid), tuple(kv_grid)
+    tile = DEFAULT_TILE[len(kv_grid)] if tile is None else tile
+    gp = group_plan(pattern, q_grid, kv_grid, tile, "cpu") if GROUPS else None
+    if gp is not None:
+        view = whole(gp.q_runs, (1, *q_grid, 1, 1))
+        return tuple(TileSet(math.prod(g.n), math.prod(g.tq), math.prod(g.tk), g.mask is not None, True,
+                             tuple(zip((1,) * len(g.n), g.tq, g.tk, strict=True)), view) for g in gp.groups)
+    p = _plan(pattern, q_grid, kv_grid, tile, "cpu")
+    n = math.prod(p.n)
+    return (TileSet(n, math.prod(p.tq), math.prod(p.tk), not p.all_allowed, False,
+                    tuple(zip(p.n, p.tq, p.tk, strict=True)), n == 1),)
 
 
 def _refuse(call: AttentionCall) -> str | None:

@@ -41,9 +41,12 @@ def _size(run: Run) -> int:
 
 
 def _tiles(x: Tensor, run: Run) -> Tensor:
-    """(B, *grid, h, d) → ``(B · Π count, h, Π size, d)`` (one copy, unless the boxes already are that layout)."""
+    """(B, *grid, h, d) → ``(B · Π count, h, Π size, d)``: one copy, or a view when the run is the whole grid
+    (a part of the grid that happens to be viewable, e.g. one row of one image, is copied too: tiles never keep a
+    larger tensor alive)."""
     view = _box_view(x, run)
-    return view.reshape(-1, view.shape[len(run) + 1], _size(run), view.shape[-1])
+    tiles = view.reshape(-1, view.shape[len(run) + 1], _size(run), view.shape[-1])
+    return tiles if whole((run,), tuple(x.shape)) else tiles.contiguous()
 
 
 def _unfolded(t: Tensor, run: Run, batch: int) -> Tensor:
@@ -133,7 +136,17 @@ def split(x: Tensor, runs: tuple[Run, ...], exact: bool) -> tuple[Tensor, ...]:
     return _Split.apply(x, runs, exact)
 
 
+def whole(runs: tuple[Run, ...], shape: tuple[int, ...]) -> bool:
+    """One run of one box that is the whole grid of ``shape = (B, *grid, h, d)`` (Global, whole-grid windows)."""
+    return len(runs) == 1 and all(count == 1 and size == n for (_, count, size, _), n in zip(runs[0], shape[1:-2],
+                                                                                           strict=True))
+
+
 def merge(tiles: tuple[Tensor, ...], runs: tuple[Run, ...], shape: tuple[int, ...]) -> Tensor:
     """The inverse of :func:`split` for runs that cover a grid exactly once (query tiles): tiles
-    ``(B · Π count, h, Π size, e)`` per run → ``shape = (B, *grid, h, e)``."""
+    ``(B · Π count, h, Π size, e)`` per run → ``shape = (B, *grid, h, e)``. One whole-grid box: a view of its
+    tiles (nothing is copied)."""
+    if whole(runs, shape):
+        B, *grid, h, e = shape
+        return tiles[0].reshape(B, h, *grid, e).movedim(1, -2)  # (B, *grid, h, e) view
     return _Merge.apply(tuple(shape), runs, *tiles)
