@@ -37,7 +37,7 @@ if ROOT not in sys.path:
 import timm  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from noise import cpu_seconds, wait_quiet  # noqa: E402  (benchmarks/noise.py)
+from noise import clock, clock_name, cpu_seconds, set_clock, wait_quiet  # noqa: E402  (benchmarks/noise.py)
 
 from visionattn.models import create_model, list_models  # noqa: E402
 from visionattn.models.flops import count_flops, count_params  # noqa: E402
@@ -83,9 +83,9 @@ def alternate(cases: dict[str, Callable[[], object]], warmup: int, reps: int) ->
     w0 = time.perf_counter()
     for r in range(reps):
         for name in names if r % 2 == 0 else names[::-1]:
-            t0 = time.perf_counter()
+            t0 = clock()
             cases[name]()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     b1, o1 = cpu_seconds()
     elapsed = time.perf_counter() - w0
     others = float("nan")  # /proc/stat ticks are too coarse below ~1 s
@@ -229,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-wait", type=float, default=None,
                         help="max seconds to wait for other processes to go quiet before each timing (120; quick: 1)")
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                        help="time per call: wall clock, or this process's CPU time (use with --threads 1 on a busy "
+                             "shared machine)")
     args = parser.parse_args(argv)
+    set_clock(args.clock)
     batch = args.batch or (2 if args.quick else 8)
     reps = args.reps or (2 if args.quick else 5)
     quiet = args.quiet_wait if args.quiet_wait is not None else (1.0 if args.quick else 120.0)
@@ -243,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"visionattn models vs timm, CPU. {machine_line()}")
-    print(f"batch {batch}, dtypes {dtypes}, {args.warmup} warmup + {reps} alternating timed rounds per case")
+    print(f"batch {batch}, dtypes {dtypes}, {args.warmup} warmup + {reps} alternating timed rounds per case, "
+          f"clock {clock_name()}")
     registered = set(list_models())
     rows, skipped = [], []
     for pair in (p for p in PAIRS if p.key in keys):

@@ -25,6 +25,7 @@ from ..call import AttentionCall
 from ..position import RelativeBias, RelativeLogits
 from .blocked_groups import Group, GroupPlan, group_bias_index
 from .partition import Run, merge, split, tiles, write
+from .sdpa import fused_bias_grad
 from .tile_attention import attend, fold_relative_logits
 
 CHUNK_BYTES, CHUNK_BYTES_MAX = 8 * 2**20, 32 * 2**20  # per thread / at most, as the general plan's chunks
@@ -64,16 +65,32 @@ def grouped_attention(call: AttentionCall, key: tuple, gp: GroupPlan, chunked: b
     pad = None if call.key_padding_mask is None else call.key_padding_mask[..., None, None]  # (B, *kv_grid, 1, 1)
     B, h, e = call.q.shape[0], call.heads, call.v.shape[-1]
     shape = (B, *call.q_grid, h, e)
+    heads_first = _heads_first(call)
     if chunked:
-        return _chunked(call, gp, index, pad, shape)
-    qs = split(call.q, gp.q_runs, True)  # per group (B·n, h, Tq, d)
-    ks, vs = split(call.k, gp.k_runs, gp.k_exact), split(call.v, gp.k_runs, gp.k_exact)  # (B·n, h, Tk, d | e)
+        return _chunked(call, gp, index, pad, shape, heads_first)
+    qs = split(call.q, gp.q_runs, True, heads_first)  # per group (B·n, h, Tq, d)
+    ks = split(call.k, gp.k_runs, gp.k_exact, heads_first)  # (B·n, h, Tk, d)
+    vs = split(call.v, gp.k_runs, gp.k_exact, heads_first)  # (B·n, h, Tk, e)
     outs = [_group_attention(call, group, q, k, v, None if pad is None else tiles(pad, run), i)
             for group, q, k, v, run, i in zip(gp.groups, qs, ks, vs, gp.k_runs, index, strict=True)]
     return merge(tuple(outs), gp.q_runs, shape)
 
 
-def _chunked(call: AttentionCall, gp: GroupPlan, index, pad: Tensor | None, shape: tuple[int, ...]) -> Tensor:
+def _heads_first(call: AttentionCall) -> bool:
+    """The tile layout the attention kernel reads best: heads first (contiguous ``(N, h, T, d)``) for the batched
+    matmuls of :func:`.biased_sdpa.biased_attention` / ``masked_attention`` (a learnable bias or ``v_dim != head_dim``
+    on CPU) and for the relative-logit fold (it concatenates new tensors anyway); tokens first for fused SDPA."""
+    if isinstance(call.position, RelativeLogits):
+        return True
+    if call.q.device.type != "cpu":
+        return False
+    learnable = isinstance(call.position, RelativeBias) and call.position.table.requires_grad \
+        and torch.is_grad_enabled() and not fused_bias_grad(call.q.device)
+    return learnable or call.v.shape[-1] != call.q.shape[-1]
+
+
+def _chunked(call: AttentionCall, gp: GroupPlan, index, pad: Tensor | None, shape: tuple[int, ...],
+             heads_first: bool) -> Tensor:
     """No gradient: each group in chunks of about the byte budget (whole images, or rows of tiles along the first
     grid axis), each chunk's output written into its boxes of the result."""
     q, k, v = call.q, call.k, call.v
@@ -85,8 +102,8 @@ def _chunked(call: AttentionCall, gp: GroupPlan, index, pad: Tensor | None, shap
         per_tile = h * (q.element_size() * (tq * d + tk * d + tk * e + tq * e) + 4 * 3 * tq * tk)
         for images, rows in _pieces(shape[0], group.n, per_tile, budget):
             qr, kr = _rows(q_run, rows), _rows(k_run, rows)
-            o = _group_attention(call, group, tiles(q[images], qr), tiles(k[images], kr), tiles(v[images], kr),
-                                 None if pad is None else tiles(pad[images], kr), i)
+            o = _group_attention(call, group, tiles(q[images], qr, heads_first), tiles(k[images], kr, heads_first),
+                                 tiles(v[images], kr, heads_first), None if pad is None else tiles(pad[images], kr), i)
             write(out[images], o, qr)
     return out
 
