@@ -145,7 +145,7 @@ def test_nan_padding_never_leaks_through_groups(case):
 
 @pytest.mark.parametrize("case", [(Window(7, 3), (14, 21)), (Halo(4, 1), (13, 10)), (Neighborhood(5), (19, 17))],
                          ids=_ids)
-@pytest.mark.parametrize("kind", ["none", "rel_bias"])
+@pytest.mark.parametrize("kind", ["none", "rel_bias", "rel_logits"])
 @pytest.mark.parametrize("padded", [False, True], ids=["", "padded"])
 def test_no_grad_chunks_match_reference(monkeypatch, case, kind, padded):
     """Without gradients a group runs in chunks (here one row of tiles each) written into the output."""
@@ -157,8 +157,11 @@ def test_no_grad_chunks_match_reference(monkeypatch, case, kind, padded):
     g = torch.Generator().manual_seed(2)
     q, k, v = (torch.randn(3, *grid, HEADS, HEAD_DIM, generator=g) for _ in range(3))
     radius = pattern.max_offset(grid)
-    position = RelativeBias(torch.randn(HEADS, *(2 * r + 1 for r in radius), generator=g)) if kind == "rel_bias" \
-        else None
+    position = None
+    if kind == "rel_bias":
+        position = RelativeBias(torch.randn(HEADS, *(2 * r + 1 for r in radius), generator=g))
+    elif kind == "rel_logits":
+        position = RelativeLogits(tuple(torch.randn(2 * r + 1, HEAD_DIM, generator=g) for r in radius))
     pieces, real = [], blocked_grouped._pieces
     monkeypatch.setattr(blocked_grouped, "CHUNK_BYTES", 1)
     monkeypatch.setattr(blocked_grouped, "_pieces", lambda *a: pieces.append(list(real(*a))) or iter(pieces[-1]))

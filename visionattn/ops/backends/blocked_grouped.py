@@ -102,7 +102,8 @@ def _chunked(call: AttentionCall, gp: GroupPlan, index, pad: Tensor | None, shap
         per_tile = h * (q.element_size() * (tq * d + tk * d + tk * e + tq * e) + 4 * 3 * tq * tk)
         for images, rows in _pieces(shape[0], group.n, per_tile, budget):
             qr, kr = _rows(q_run, rows), _rows(k_run, rows)
-            o = _group_attention(call, group, tiles(q[images], qr, heads_first), tiles(k[images], kr, heads_first),
+            part = group if rows is None else group._replace(n=(rows[1] - rows[0], *group.n[1:]))  # tiles per image
+            o = _group_attention(call, part, tiles(q[images], qr, heads_first), tiles(k[images], kr, heads_first),
                                  tiles(v[images], kr, heads_first), None if pad is None else tiles(pad[images], kr), i)
             write(out[images], o, qr)
     return out
