@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench mutants mutants-hand wheel clean
+.PHONY: demo test test-slow lint bench gpu-check mutants mutants-hand wheel clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ops.py
+
+# the prepared GPU check (issue 20; docs/benchmarks.md): operator tests on CUDA, backend dispatch, compile, speed; one JSON
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py --out runs/gpu_check.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -17,9 +17,10 @@ class build_py_with_resources(build_py):  # noqa: N801 - setuptools command nami
         for kind in RESOURCE_KINDS:
             source = ROOT / kind
             target = Path(self.build_lib) / "visionattn" / "_data" / kind
-            for path in sorted(source.glob("*.y*ml")):
-                self.mkpath(str(target))
-                self.copy_file(str(path), str(target / path.name))
+            for path in sorted(source.rglob("*.y*ml")):  # subfolders too (configs/<task>/...)
+                dest = target / path.relative_to(source)
+                self.mkpath(str(dest.parent))
+                self.copy_file(str(path), str(dest))
 
 
 setup(cmdclass={"build_py": build_py_with_resources})

@@ -162,3 +162,17 @@ def test_count_flops_matches_timm_for_vit_tiny():
     assert count_params(ours) == count_params(theirs)
     a, b = count_flops(ours, 224)["total"], count_flops(theirs, 224)["total"]
     assert abs(a - b) <= 0.001 * b, (a, b)
+
+
+def test_summary_rows_count_on_the_meta_device_exactly_as_on_the_cpu():
+    """`visionattn models` builds each preset on the meta device; every tiny preset's counts equal a CPU build's."""
+    from visionattn.models import create_model, get_preset, list_models
+    from visionattn.models.flops import count_flops, count_params
+    from visionattn.models.summary import preset_row
+
+    for name in list_models("*_test"):
+        row = preset_row(name)
+        model = create_model(name)
+        counts = count_flops(model, get_preset(name).img_size, batch=1)
+        assert row["params"] == count_params(model), name
+        assert row["gmacs"] == float(f"{counts['macs'] / 1e9:.4g}"), name

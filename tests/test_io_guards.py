@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import random
 import stat
 import struct
 import subprocess
@@ -302,3 +303,168 @@ def test_an_empty_decoded_image_is_named(tmp_path, monkeypatch, size):
     with pytest.raises(BadImage) as info:
         load_image(path)
     assert (info.value.path, info.value.reason) == (str(path), f"empty image of size {size[0]}x{size[1]}")
+
+
+# -- checkpoints: what each failure says, directory handling, defaults, RNG round trips (from mutmut survivors) ---
+class _NotATensor:
+    """A pickled object that ``torch.load(weights_only=True)`` refuses."""
+
+
+def _checkpoint(**extra) -> dict:
+    """A minimal complete checkpoint dict of the current format (values are placeholders)."""
+    state = {"format": ckpt.FORMAT, "version": ckpt.VERSION}
+    state.update({key: {"placeholder": torch.ones(2)} for key in ckpt.REQUIRED_KEYS})
+    state.update(extra)
+    return state
+
+
+def _load_error(path) -> ckpt.CheckpointError:
+    with pytest.raises(ckpt.CheckpointError) as info:
+        ckpt.load_checkpoint(path)
+    assert info.value.path == str(path), "the error names the file"
+    assert repr(str(path)) in str(info.value)
+    return info.value
+
+
+def _torch_error(path) -> Exception:
+    try:
+        torch.load(path, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - whatever torch raises is what the message must quote
+        return err
+    raise AssertionError(f"{path} loads")
+
+
+def test_load_checkpoint_errors_say_what_is_wrong(tmp_path):
+    assert ckpt.load_checkpoint(_save(tmp_path / "good.pt", _checkpoint()))["format"] == ckpt.FORMAT
+    assert "does not exist" in str(_load_error(tmp_path / "missing.pt"))
+
+    garbage = tmp_path / "garbage.pt"  # a checkpoint cut in half (a crash during a non-atomic copy)
+    whole = _save(tmp_path / "whole.pt", _checkpoint()).read_bytes()
+    garbage.write_bytes(whole[: len(whole) // 2])
+    err, cause = _load_error(garbage), _torch_error(garbage)
+    assert f"({len(whole) // 2} bytes) cannot be read: it is truncated, corrupt or not a torch file" in str(err)
+    assert f"({type(cause).__name__}: {str(cause).splitlines()[0]})" in str(err)
+
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    err, cause = _load_error(empty), _torch_error(empty)
+    assert str(cause) == "" and str(err).endswith(f"(0 bytes) cannot be read: it is truncated, corrupt or not a torch "
+                                                  f"file ({type(cause).__name__}: )")
+
+    pickled = _save(tmp_path / "pickled.pt", _checkpoint(extra=_NotATensor()))
+    detail = next(line.strip() for line in str(_torch_error(pickled)).splitlines() if "Unsupported global" in line)
+    assert str(_load_error(pickled)).endswith(
+        "holds pickled objects that weights_only loading refuses, so it was not written by visionattn train "
+        f"({detail})")
+
+    foreign = _save(tmp_path / "foreign.pt", {f"k{i:02d}": i for i in range(14, 0, -1)})
+    want = str(sorted(f"k{i:02d}" for i in range(1, 15))[:12])
+    assert f"is not a visionattn training checkpoint (expected format {ckpt.FORMAT!r}, found {want})" in str(
+        _load_error(foreign))
+    assert "found list)" in str(_load_error(_save(tmp_path / "list.pt", [torch.ones(1)])))
+
+    future = _save(tmp_path / "future.pt", _checkpoint(version=99))
+    assert str(_load_error(future)).endswith(
+        f": format version 99, this visionattn reads versions {list(ckpt.READABLE_VERSIONS)}")
+
+    partial = _checkpoint()
+    dropped = list(ckpt.REQUIRED_KEYS[:2])
+    for key in dropped:
+        del partial[key]
+    assert str(_load_error(_save(tmp_path / "partial.pt", partial))).endswith(f"is incomplete: missing {dropped}")
+
+
+def test_weights_only_refusal_without_a_detail_line_still_says_why(tmp_path, monkeypatch):
+    path = _save(tmp_path / "odd.pt", _checkpoint())
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Weights only load failed. Something else went wrong.")
+
+    monkeypatch.setattr(ckpt.torch, "load", refuse)
+    assert str(_load_error(path)).endswith("so it was not written by visionattn train (unsupported global)")
+
+
+def _save(path: Path, obj) -> Path:
+    torch.save(obj, path)
+    return path
+
+
+def test_load_latest_lists_every_unreadable_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for step in (1, 2):
+        (run / f"ckpt-{step:08d}.pt").write_bytes(b"junk" * step)
+    logged = []
+    with pytest.raises(ckpt.CheckpointError) as info:
+        ckpt.load_latest(run, log=logged.append)
+    errors = [str(_load_error(run / f"ckpt-{step:08d}.pt")) for step in (2, 1)]  # newest first
+    assert info.value.path == str(run)
+    assert str(info.value) == f"no readable checkpoint in {str(run)!r}:\n  " + "\n  ".join(errors)
+    assert logged == [f"warning: {e}; falling back to the previous checkpoint" for e in errors]
+
+
+def test_atomic_write_creates_missing_directories(tmp_path):
+    path = tmp_path / "a" / "b" / "c.pt"
+    ckpt.atomic_save({"w": torch.arange(3)}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(3))
+
+
+def test_atomic_write_that_fails_before_the_temp_file_exists_raises_its_own_error(tmp_path, monkeypatch):
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "open", no_space, raising=False)  # the module's open(): the temp file is never made
+    with pytest.raises(OSError, match="No space left on device"):
+        ckpt.atomic_write_text(tmp_path / "config.yaml", "a: 1\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_manager_defaults_and_keep_last_bounds(tmp_path):
+    manager = ckpt.CheckpointManager(tmp_path / "runs" / "nested")  # parents are created
+    for step in (1, 2, 3, 4):
+        manager.save({"step": step}, step)  # is_best defaults to False
+    assert sorted(p.name for p in manager.directory.iterdir()) == ["ckpt-00000003.pt", "ckpt-00000004.pt"]
+    single = ckpt.CheckpointManager(tmp_path / "single", keep_last=1)
+    for step in (1, 2):
+        single.save({"step": step}, step, is_best=step == 1)
+    assert sorted(p.name for p in single.directory.iterdir()) == ["best.pt", "ckpt-00000002.pt"]
+    with pytest.raises(ValueError, match=r"^keep_last: expected >= 1, got 0$"):
+        ckpt.CheckpointManager(tmp_path / "none", keep_last=0)
+
+
+def test_rng_round_trip_keeps_pythons_cached_gaussian_and_the_format():
+    random.seed(5)
+    random.gauss(0.0, 1.0)  # draws a pair and caches the second (gauss_next)
+    np.random.seed(6)
+    np.random.standard_normal()  # numpy caches one too (has_gauss)
+    state = ckpt.capture_rng()
+    assert state["python"]["gauss_next"] is not None and state["numpy"]["has_gauss"] == 1
+    assert state["python"]["state"].dtype == torch.int64 and state["numpy"]["state"].dtype == torch.int64
+    want = [random.gauss(0.0, 1.0), random.random(), np.random.standard_normal(), float(torch.rand(()))]
+    random.seed(0), np.random.seed(0), torch.manual_seed(0)
+    ckpt.restore_rng(state)
+    assert [random.gauss(0.0, 1.0), random.random(), np.random.standard_normal(), float(torch.rand(()))] == want
+
+
+def test_cuda_rng_states_are_restored_only_on_as_many_devices(monkeypatch):
+    """The CUDA branch on a machine without CUDA: ``torch.cuda`` is faked (2 devices), the rest is real."""
+    saved = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3, 4], dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: list(saved))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.append([s.tolist() for s in states]))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    state = ckpt.capture_rng()
+    assert [t.tolist() for t in state["cuda"]] == [[1, 2], [3, 4]]
+    ckpt.restore_rng(state)
+    assert restored == [[[1, 2], [3, 4]]]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # another machine: one GPU
+    ckpt.restore_rng(state)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # no CUDA at all
+    ckpt.restore_rng(state)
+    assert ckpt.capture_rng()["cuda"] == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    ckpt.restore_rng({**state, "cuda": []})  # a CPU checkpoint on a GPU machine
+    ckpt.restore_rng({k: v for k, v in state.items() if k != "cuda"})
+    assert restored == [[[1, 2], [3, 4]]], "restored only when the device counts match"

@@ -40,8 +40,13 @@ def _build(name: str, num_classes: int = NUM_CLASSES, img_size: int | None = Non
     return create_model(name, num_classes=num_classes, img_size=img_size, **overrides)
 
 
-def _images(size: int, seed: int = 1, batch: int = BATCH) -> torch.Tensor:
+def _images(size: int, seed: int = 1, batch: int = BATCH, name: str | None = None) -> torch.Tensor:
+    """Random inputs of the preset's kind: images ``(B, 3, H, W)``, or clips ``(B, 3, T, H, W)`` of the preset's
+    ``num_frames`` for video presets."""
     g = torch.Generator().manual_seed(seed)
+    preset = None if name is None else get_preset(name)
+    if preset is not None and getattr(preset.builder, "input_kind", "image") == "video":
+        return torch.randn(batch, 3, preset.spec.num_frames, size, size, generator=g)  # (B, 3, T, H, W)
     return torch.randn(batch, 3, size, size, generator=g)  # (B, 3, H, W)
 
 
@@ -63,7 +68,7 @@ def _max_reduction(model) -> int:
 @pytest.mark.parametrize("name", PRESETS)
 def test_forward_backward(name):
     model = _build(name).train()
-    out = model(_images(_size(name)))
+    out = model(_images(_size(name), name=name))
     assert out.shape == (BATCH, NUM_CLASSES), f"{name}: expected logits {(BATCH, NUM_CLASSES)}, got {tuple(out.shape)}"
     assert torch.isfinite(out).all(), f"{name}: non-finite logits"
     _loss(out).backward()
@@ -78,23 +83,23 @@ def test_intermediates_match_feature_info(name):
     model = _build(name).eval()
     size = _size(name)
     with torch.no_grad():
-        maps = model.forward_intermediates(_images(size))
+        maps = model.forward_intermediates(_images(size, name=name))
     info = model.feature_info
     assert len(maps) == len(info), f"{name}: {len(maps)} maps for {len(info)} feature_info entries"
     for i, (fmap, fi) in enumerate(zip(maps, info, strict=True)):
         expected = (BATCH, fi.num_chs, size // fi.reduction, size // fi.reduction)
-        got = tuple(fmap.shape)
+        got = tuple(fmap.shape[:2] + fmap.shape[-2:])  # video maps (B, C, T', H, W): batch, channels, space
         assert got == expected, f"{name} stage {i}: expected {expected} from {fi}, got {got}"
         assert torch.isfinite(fmap).all()
     with torch.no_grad():
-        last = model.forward_intermediates(_images(size), indices=1)
+        last = model.forward_intermediates(_images(size, name=name), indices=1)
     assert len(last) == 1 and torch.equal(last[0], maps[-1])
 
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_grad_checkpointing_changes_nothing(name):
     model = _build(name).train()
-    x = _images(_size(name))
+    x = _images(_size(name), name=name)
     results = []
     for enable in (False, True):
         model.set_grad_checkpointing(enable)
@@ -113,7 +118,7 @@ def test_grad_checkpointing_changes_nothing(name):
 @pytest.mark.parametrize("name", PRESETS)
 def test_eval_determinism_and_reset_classifier(name):
     model = _build(name).eval()
-    x = _images(_size(name))
+    x = _images(_size(name), name=name)
     with torch.no_grad():
         a, b = model(x), model(x)
     assert torch.equal(a, b), f"{name}: two eval forwards differ"
@@ -130,8 +135,8 @@ def test_variable_resolution(name):
     other = size + _max_reduction(probe)  # the next size every stage divides
     model = _build(name, img_size=other).eval()
     with torch.no_grad():
-        out = model(_images(other, batch=1))
-        maps = model.forward_intermediates(_images(other, batch=1))
+        out = model(_images(other, batch=1, name=name))
+        maps = model.forward_intermediates(_images(other, batch=1, name=name))
     assert out.shape == (1, NUM_CLASSES) and torch.isfinite(out).all()
     for fmap, fi in zip(maps, model.feature_info, strict=True):
         assert fmap.shape[-2:] == (other // fi.reduction, other // fi.reduction), f"{name} at {other}: {fi}"

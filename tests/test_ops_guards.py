@@ -22,15 +22,20 @@ import torch
 from visionattn.ops import (
     BACKENDS,
     Axial,
+    BackendUnavailable,
     Global,
     Graph,
     Halo,
     Neighborhood,
     RelativeBias,
     RelativeLogits,
+    Rope,
     Window,
     attention,
+    attention_probs,
     neighborhood_tile,
+    prepare_call,
+    rope_frequencies,
 )
 from visionattn.ops.backends.base import feature_map
 from visionattn.ops.call import make_call
@@ -177,7 +182,7 @@ def test_key_padding_with_relative_positions_bf16(kind):
     pad = _padding(grid, seed=3)
     want = _run_padded(pattern, grid, kind, "reference", torch.bfloat16, pad)
     got = _run_padded(pattern, grid, kind, "blocked", torch.bfloat16, pad)
-    largest = max(max(float(w.abs().max()) for w in want), 1.0)
+    largest = max(max(float(w.detach().abs().max()) for w in want), 1.0)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a / largest, b / largest, **TOL[torch.bfloat16])
 
@@ -328,3 +333,105 @@ def test_small_swin_with_odd_windows_matches_timm(img_size, window, depths):
         want, got = timm_model(x), ours(x)
     assert want.abs().max() > 0.1
     assert float((got - want).abs().max() / want.abs().max()) < 1e-5
+
+
+# -- positions, preparation and probabilities pinned to hand-computed values (from mutmut survivors) -----------
+def _rotate_by_hand(x: list[float], angles: list[float]) -> list[float]:
+    """Rotate-half RoPE of one group: pairs (x[i], x[i + half]) rotated by angles[i]."""
+    half = len(x) // 2
+    a, b = x[:half], x[half:]
+    return ([a[i] * math.cos(t) - b[i] * math.sin(t) for i, t in enumerate(angles)]
+            + [a[i] * math.sin(t) + b[i] * math.cos(t) for i, t in enumerate(angles)])
+
+
+def test_rope_rotates_each_axis_group_by_position_times_frequency():
+    freqs = torch.tensor([[1.0, 0.25], [0.5, 2.0]])  # (dims 2, half 2): head_dim 8, a group of 4 per axis
+    x = torch.tensor([0.3, -1.2, 0.8, 0.5, 1.5, 0.2, -0.7, 1.1]).expand(1, 2, 3, 1, 8)  # (B, H=2, W=3, heads, 8)
+    coords = (torch.tensor([0, 2]), torch.tensor([0, 1, 3]))  # positions of the rows and the columns
+    got = Rope(freqs).rotate(x, coords)
+    row = x[0, 0, 0, 0].tolist()
+    for i, pi in enumerate([0, 2]):
+        for j, pj in enumerate([0, 1, 3]):
+            want = (_rotate_by_hand(row[:4], [pi * 1.0, pi * 0.25]) + _rotate_by_hand(row[4:], [pj * 0.5, pj * 2.0]))
+            torch.testing.assert_close(got[0, i, j, 0], torch.tensor(want), rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(got[0, 1, 2, 0], x[0, 1, 2, 0])  # a real rotation, not the identity
+
+
+def test_rope_frequencies_by_hand():
+    torch.testing.assert_close(rope_frequencies(12, 2), torch.tensor([[1.0, 100 ** (-1 / 3), 100 ** (-2 / 3)]] * 2))
+    torch.testing.assert_close(rope_frequencies(12, 3), torch.tensor([[1.0, 0.1]] * 3))
+    torch.testing.assert_close(rope_frequencies(8, 1, theta=16.0), torch.tensor([[1.0, 0.5, 0.25, 0.125]]))
+    assert rope_frequencies(10, 2).shape == (2, 2)  # head_dim // (2 · dims) frequencies per axis
+    assert rope_frequencies(12, 2).dtype == torch.float32
+    assert rope_frequencies(12, 2, device="meta").device.type == "meta"  # built on the device asked for
+
+
+def test_relative_bias_lookup_by_hand():
+    table = torch.arange(2 * 3 * 5, dtype=torch.float32).reshape(2, 3, 5)  # heads 2, radius (1, 2)
+    delta = torch.tensor([[[0, 0], [1, -2], [-1, 2]], [[5, 0], [-4, -9], [0, 1]]])  # (2, 3, D=2)
+    got = RelativeBias(table).lookup(delta)
+    want = torch.empty(2, 2, 3)
+    for i in range(2):
+        for j in range(3):
+            d0, d1 = (max(-1, min(1, int(delta[i, j, 0]))), max(-2, min(2, int(delta[i, j, 1]))))  # clamped
+            want[:, i, j] = table[:, d0 + 1, d1 + 2]
+    assert torch.equal(got, want)
+
+
+def test_prepare_call_zeroes_padding_and_applies_rope():
+    g = torch.Generator().manual_seed(12)
+    q, k, v = (torch.randn(2, 3, 4, 1, 8, generator=g) for _ in range(3))
+    pad = torch.zeros(2, 3, 4, dtype=torch.bool)
+    pad[0, 2, :] = pad[1, :, 3] = True
+    freqs = rope_frequencies(8, 2)
+    call = prepare_call(q, k, v, Neighborhood(3), position=Rope(freqs), key_padding_mask=pad)
+    assert call.form == "softmax" and call.scale == pytest.approx(8 ** -0.5) and call.key_padding_mask is pad
+    coords = (torch.arange(3), torch.arange(4))
+    keep = ~pad[..., None, None]
+    torch.testing.assert_close(call.q, Rope(freqs).rotate(q * keep, coords))  # padded queries carry no signal
+    torch.testing.assert_close(call.k, Rope(freqs).rotate(k * keep, coords))
+    assert torch.equal(call.v, v * keep)
+    assert call.q[pad].abs().max() == 0 and call.k[pad].abs().max() == 0 and call.v[pad].abs().max() == 0
+    assert call.q[~pad].abs().min() > 0
+    # strided queries (another grid): only keys and values are padded
+    pattern = Halo(2, 1, stride=2)
+    qs = torch.randn(2, 2, 2, 1, 8, generator=g)
+    call = prepare_call(qs, k, v, pattern, form="linear", scale=0.5, key_padding_mask=pad)
+    assert torch.equal(call.q, qs) and torch.equal(call.v, v * keep) and (call.form, call.scale) == ("linear", 0.5)
+
+
+@pytest.mark.parametrize(("pattern", "grid"), [(Neighborhood(3), (5, 6)), (Halo(2, 1, stride=2), (6, 5)),
+                                               (Window(3, shift=1), (6, 4)), (Global(), (4, 5)), (Axial(1), (4, 5))])
+@pytest.mark.parametrize("kind", ["rel_bias", "rel_logits"])
+def test_attention_probs_of_selected_rows_equal_the_full_rows(pattern, grid, kind):
+    g = torch.Generator().manual_seed(13)
+    q_grid = pattern.query_grid(grid)
+    q = torch.randn(2, *q_grid, HEADS, HEAD_DIM, generator=g)
+    k, v = (torch.randn(2, *grid, HEADS, HEAD_DIM, generator=g) for _ in range(2))
+    position, _ = _position(kind, pattern, grid, torch.float32)
+    call = prepare_call(q, k, v, pattern, position=position)
+    full = attention_probs(call)
+    rows = [math.prod(q_grid) - 1, 0, 3, 7]  # any order, the last query first
+    torch.testing.assert_close(attention_probs(call, rows), full[:, :, rows])
+    torch.testing.assert_close(attention_probs(call, torch.tensor(rows)), full[:, :, rows])
+    out = torch.einsum("bhqk,bkhd->bqhd", full, v.reshape(2, -1, HEADS, HEAD_DIM)).reshape(2, *q_grid, HEADS, -1)
+    torch.testing.assert_close(out, attention(q, k, v, pattern, position=position, backend="reference"))
+
+
+def test_linear_attention_by_hand_with_a_scale_and_a_batch_of_paddings():
+    q = torch.tensor(_Q).reshape(1, 2, 1, 2).expand(2, 2, 1, 2) * 2.0  # scale 0.5 undoes the doubling
+    k = torch.tensor(_K).reshape(1, 3, 1, 2).expand(2, 3, 1, 2)
+    v = torch.tensor(_V).reshape(1, 3, 1, 2).expand(2, 3, 1, 2)
+    padding = torch.tensor([[False, False, True], [True, False, False]])  # each image drops another key
+    for backend in ("linear", "reference"):
+        out = attention(q, k, v, Global(), form="linear", backend=backend, scale=0.5, key_padding_mask=padding)
+        torch.testing.assert_close(out[0].reshape(2, 2), torch.tensor(_linear_by_hand([0, 1])), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(out[1].reshape(2, 2), torch.tensor(_linear_by_hand([1, 2])), rtol=1e-6, atol=1e-6)
+
+
+def test_linear_backend_says_why_it_refuses_a_relative_position():
+    q = torch.randn(1, 4, 4, 1, 8, generator=torch.Generator().manual_seed(3))
+    table = torch.zeros(1, 7, 7)
+    with pytest.raises(BackendUnavailable) as info:
+        attention(q, q, q, Global(), form="linear", backend="linear", position=RelativeBias(table))
+    assert "linear: no logits to add a relative position to (use Rope or no position)" in str(info.value)

@@ -98,3 +98,16 @@ def test_installed_command_lists_experiments_and_trains_outside_the_tree(install
     checkpoints = sorted(p.name for p in run_dir.glob("*.pt"))
     assert checkpoints, f"no checkpoint in {run_dir}: {sorted(run_dir.iterdir())}\n{proc.stdout[-2000:]}"
     assert (run_dir / "config.yaml").is_file()
+
+
+def test_resources_in_the_checkout_by_name_with_clear_errors():
+    from visionattn.resources import find_resource, list_resources, resource_dir
+
+    assert resource_dir("experiments") == ROOT / "experiments" and resource_dir("configs") == ROOT / "configs"
+    assert find_resource("configs", "default") == find_resource("configs", "default.yaml") == ROOT / "configs" / \
+        "default.yaml"
+    assert set(list_resources("experiments")) == {p.stem for p in (ROOT / "experiments").glob("*.yaml")}
+    with pytest.raises(FileNotFoundError, match=r"no config 'defualt' in .*configs; known: .*did you mean default\?"):
+        find_resource("configs", "defualt")
+    with pytest.raises(ValueError, match=r"resource kind must be one of \('experiments', 'configs'\), got 'models'"):
+        resource_dir("models")

@@ -99,7 +99,7 @@ class MeanColourTask(Task):
 
 @dataclass
 class OtherOptions(TaskOptions):
-    num_queries: int = 7
+    toy_other_knob: int = 7
 
 
 @register_task
@@ -153,9 +153,9 @@ def test_a_task_defined_here_learns_checkpoints_and_resumes_bit_exactly(tmp_path
 def test_bad_task_input_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"unknown task 'colour'.*known tasks: .*classification.*test_mean_colour"):
         load_config(overrides=["task=colour"])
-    with pytest.raises(ValueError, match=r"'task.num_queries' belongs to task 'test_other', not 'test_mean_colour'"
+    with pytest.raises(ValueError, match=r"'task.toy_other_knob' belongs to task 'test_other', not 'test_mean_colour'"
                                          r"; keys of task 'test_mean_colour': weight"):
-        load_config(overrides=[*TOY, "task.num_queries=3"])
+        load_config(overrides=[*TOY, "task.toy_other_knob=3"])
     with pytest.raises(ValueError, match=r"'task.label_smoothing' belongs to task 'classification'"):
         load_config(overrides=[*TOY, "task.label_smoothing=0.1"])
     cfg = load_config(overrides=[*TOY, "task.weight=0.5"])

@@ -8,7 +8,7 @@ Where they are:
 * in an installed wheel (``pip install .``), package data under ``visionattn/_data/<kind>/``: the build copies the
   top-level folders there (``setup.py``'s ``build_py``), so the two never diverge in a release.
 
-``resource_dir(kind)`` is that folder, ``find_resource(kind, name)`` one file of it by name or stem
+``resource_dir(kind)`` is that folder, ``find_resource(kind, name)`` one file of it by name
 (``find_resource("configs", "default")``), ``list_resources(kind)`` all of them. Nothing here reads the current
 directory: callers that also look in ``./experiments`` (the user's own files) do that themselves, first.
 """
@@ -64,20 +64,22 @@ def resource_dir(kind: str) -> Path | None:
 
 
 def list_resources(kind: str) -> dict[str, Path]:
-    """``{stem: path}`` of the YAML files of ``kind``, sorted by name."""
+    """``{name: path}`` of the YAML files of ``kind``, sorted; the name is the path inside the folder without the
+    suffix (``default``, or ``detection/detr_coco`` for a file in a subfolder)."""
     directory = resource_dir(kind)
     if directory is None:
         return {}
-    files = sorted(p for p in directory.iterdir() if p.suffix in SUFFIXES and p.is_file())
+    files = sorted(p for p in directory.rglob("*") if p.suffix in SUFFIXES and p.is_file())
     out: dict[str, Path] = {}
     for path in files:
-        out.setdefault(path.stem, path)
+        out.setdefault(path.relative_to(directory).with_suffix("").as_posix(), path)
     return out
 
 
 def find_resource(kind: str, name: str) -> Path:
-    """The file ``name`` (a stem like ``default`` or a file name like ``default.yaml``) of ``kind``;
-    ``FileNotFoundError`` listing the known names (and the close ones) otherwise."""
+    """The file ``name`` of ``kind``: a name as :func:`list_resources` gives it (``default``,
+    ``detection/detr_coco``) or with its suffix (``default.yaml``); ``FileNotFoundError`` listing the known names
+    (and the close ones) otherwise."""
     known = list_resources(kind)
     stem = name[: -len(suffix)] if (suffix := next((s for s in SUFFIXES if name.endswith(s)), "")) else name
     if stem in known:

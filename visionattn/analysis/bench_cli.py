@@ -7,11 +7,13 @@
     visionattn bench sweep [--patterns global,global@reference,neighborhood,halo,window,axial,linear]
                            [--sizes 16..512] [--heads 4 --head-dim 32 --batch 1] [--out DIR]
                            [--max-seconds 4] [--max-memory GiB] [--repeats 3] [--threads 1]
+    visionattn bench sweep --video [--patterns st,fe,fsa,fdp,window3d] [--sizes 4..128] [--side 14] [...]
 
 ``bench cost`` prints the tutorial's "Attention is cheap" table (exactly, at the defaults), the operator's
 patterns at the same length and dim, and the constant factors; with ``--preset`` the cost of a registered model
 at several resolutions instead. ``bench sweep`` writes ``sweep.csv`` and ``sweep.png`` into ``--out`` (default
-``bench_out/sweep``); see :mod:`visionattn.analysis.sweep`.
+``bench_out/sweep``); ``--video`` sweeps the number of frames for one layer of each video variant; see
+:mod:`visionattn.analysis.sweep`.
 """
 
 from __future__ import annotations
@@ -85,10 +87,25 @@ def _cmd_sweep(args) -> int:
     import os
     import time
 
-    from .sweep import format_summary, parse_patterns, parse_sizes, plot, sweep, write_csv
+    from .sweep import (
+        DEFAULT_FRAMES,
+        DEFAULT_PATTERNS,
+        DEFAULT_SIZES,
+        DEFAULT_VIDEO_PATTERNS,
+        format_summary,
+        parse_patterns,
+        parse_sizes,
+        plot,
+        sweep,
+        write_csv,
+    )
 
+    video = args.video
     try:
-        patterns, sizes = parse_patterns(args.patterns), parse_sizes(args.sizes)
+        patterns = parse_patterns(args.patterns or (DEFAULT_VIDEO_PATTERNS if video else DEFAULT_PATTERNS), video)
+        sizes = parse_sizes(args.sizes or (DEFAULT_FRAMES if video else DEFAULT_SIZES), 1 if video else 8)
+        if video and args.side < 1:
+            raise ValueError(f"--side must be ≥ 1, got {args.side}")
         for name in ("heads", "head_dim", "batch", "repeats", "threads"):
             if getattr(args, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
@@ -99,18 +116,23 @@ def _cmd_sweep(args) -> int:
     except (ValueError, OSError) as err:
         return _error("sweep", err)
     memory = f"{args.max_memory:g} GiB" if args.max_memory else "75% of MemAvailable"
-    print(f"sweep: {len(patterns)} patterns x sides {','.join(map(str, sizes))}; float32, batch {args.batch}, "
+    what = f"frames {','.join(map(str, sizes))} of a {args.side}x{args.side} tubelet grid" if video else \
+        f"sides {','.join(map(str, sizes))}"
+    print(f"sweep: {len(patterns)} patterns x {what}; float32, batch {args.batch}, "
           f"{args.heads} heads x {args.head_dim}, {args.threads} thread(s), {args.repeats} repeats; one fresh process "
           f"per case; limits {args.max_seconds:g} s per fwd+bwd, memory {memory}", flush=True)
     t0 = time.perf_counter()
     rows = sweep(patterns, sizes, heads=args.heads, head_dim=args.head_dim, batch=args.batch, repeats=args.repeats,
                  threads=args.threads, max_seconds=args.max_seconds, max_memory_gib=args.max_memory,
-                 log=lambda line: print(line, flush=True))
+                 log=lambda line: print(line, flush=True), video_side=args.side if video else None)
     csv_path, png_path = os.path.join(args.out, "sweep.csv"), os.path.join(args.out, "sweep.png")
     write_csv(rows, csv_path)
     title = (f"visionattn operator, float32, batch {args.batch}, {args.heads} heads x {args.head_dim}, "
              f"{args.threads} CPU thread(s); forward+backward")
-    plot(rows, png_path, title)
+    if video:
+        title = (f"video layers on (T, {args.side}, {args.side}) tubelet grids, float32, batch {args.batch}, "
+                 f"{args.heads} heads x {args.head_dim}, {args.threads} CPU thread(s); forward+backward")
+    plot(rows, png_path, title, xlabel=f"tokens (frames × {args.side}²)" if video else "tokens (grid side²)")
     print()
     print(format_summary(rows))
     print(f"wrote {csv_path} and {png_path} ({time.perf_counter() - t0:.0f} s)")
@@ -154,10 +176,16 @@ def add_parser(sub) -> None:
                     "--max-memory (default 75% of MemAvailable) or the extrapolated forward+backward time exceeds "
                     "--max-seconds. Writes sweep.csv and sweep.png into --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    sweep.add_argument("--patterns", default="global,global@reference,neighborhood,halo,window,axial,linear",
+    sweep.add_argument("--patterns", default=None,
                        help="comma list of global, neighborhood, halo, window, axial, strided, linear, each optionally "
-                            "@auto|reference|blocked|linear (the backend)")
-    sweep.add_argument("--sizes", default="16..512", help="grid sides: LO..HI (powers of two) or a comma list")
+                            "@auto|reference|blocked|linear (the backend); default global,global@reference,"
+                            "neighborhood,halo,window,axial,linear. --video: st, fe, fsa, fdp, window3d (default all)")
+    sweep.add_argument("--sizes", default=None, help="grid sides: LO..HI (powers of two) or a comma list (default "
+                                                     "16..512); --video: numbers of frames (default 4..128)")
+    sweep.add_argument("--video", action="store_true",
+                       help="video mode: one layer of each ViViT variant / 3-D windows on (T, side, side) tubelet "
+                            "grids, T = --sizes")
+    sweep.add_argument("--side", type=int, default=14, help="--video: the tubelet grid's side (ViViT-B: 14)")
     sweep.add_argument("--heads", type=int, default=4)
     sweep.add_argument("--head-dim", type=int, default=32)
     sweep.add_argument("--batch", type=int, default=1)

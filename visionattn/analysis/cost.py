@@ -391,18 +391,21 @@ class _AttentionSaved:
         return out
 
 
-def activation_bytes(model: torch.nn.Module, img_size: int, batch: int = 1, in_chans: int = 3) -> dict:
-    """Activations one eval-mode forward with gradients enabled saves for backward (dropout masks excluded):
+def activation_bytes(model: torch.nn.Module, img_size: int, batch: int = 1, in_chans: int = 3,
+                     frames: int | None = None) -> dict:
+    """Activations one eval-mode forward with gradients enabled saves for backward (dropout masks excluded) on
+    random images (video models: clips of ``frames`` or the model's ``num_frames``):
     ``dict(total=, attention=, other=, attention_calls=)`` in bytes. ``other``: counted by saved-tensor hooks on
     a real forward (parameters and buffers excluded); ``attention``: every operator call costed by
     :func:`saved_bytes` for the execution ``backend='auto'`` takes on CPU (:func:`default_execution`) and not run
     (its output is zeros). Runs on the model's device; on ``meta`` nothing is computed, but views do not always
     share storage there as on CPU (a few % more)."""
+    from ..models.inputs import example_input
     from ..ops import intercept_attention
 
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    x = torch.randn(batch, in_chans, img_size, img_size, device=device)
+    x = example_input(model, img_size, batch, in_chans, frames=frames, device=device)
     counter = _SavedCounter({t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())})
     attention = _AttentionSaved(counter.exclude)
     was_training = model.training

@@ -21,6 +21,13 @@ Patterns (``name[@backend]``, backend ``auto`` by default): ``global`` (Global; 
 flash kernel: time ∝ N², memory ∝ N), ``global@reference`` (the dense reference: memory ∝ N²), ``neighborhood``
 (Neighborhood(7)), ``halo`` (Halo(8, 3)), ``window`` (Window(8)), ``axial`` (Axial(0): one pass along the height,
 ∝ N^1.5), ``strided`` (Strided(S, S): a row band and the column), ``linear`` (Global, linear form: ∝ N).
+
+Video mode (``video_side=S``; ``visionattn bench sweep --video``): the sizes are numbers of frames T of a
+``(T, S, S)`` tubelet grid, and each case is the attention calls of one layer of a video model
+(:func:`video_calls`): ``st`` (ViViT model 1: Global over T·S² tokens, ∝ T²), ``fe`` (model 2: attention within
+each frame, then Global over the T frame tokens: ∝ T, plus a T² term over T tokens only), ``fsa`` (model 3: within
+the frame, then across time with Axial(0): T·S⁴ + T²·S², linear until T nears S²), ``fdp`` (model 4: the same two
+patterns on half the heads each), ``window3d`` (Video Swin: Window((4, 7, 7)), ∝ T).
 """
 
 from __future__ import annotations
@@ -33,14 +40,18 @@ import time
 from dataclasses import asdict, dataclass
 
 PATTERN_NAMES = ("global", "neighborhood", "halo", "window", "axial", "strided", "linear")
+VIDEO_PATTERN_NAMES = ("st", "fe", "fsa", "fdp", "window3d")
+DEFAULT_VIDEO_PATTERNS = "st,fe,fsa,fdp,window3d"
+DEFAULT_FRAMES = "4..128"
+VIDEO_WINDOW = (4, 7, 7)  # Video Swin's window is (8, 7, 7) on 16 frame-tubelets; 4 keeps it inside short clips
 BACKENDS = ("auto", "reference", "blocked", "linear")
 DEFAULT_PATTERNS = "global,global@reference,neighborhood,halo,window,axial,linear"
 DEFAULT_SIZES = "16..512"
 MEMORY_FRACTION = 0.75  # of MemAvailable, when --max-memory is not given
 MIN_SIDE = 8  # Window(8), Halo(8, 3) and Neighborhood(7) need at least 8 positions per axis
-COLUMNS = ("pattern", "backend", "execution", "form", "side", "tokens", "heads", "head_dim", "batch", "status",
-           "fwd_ms", "fwdbwd_ms", "peak_mib", "pred_gflops", "pred_saved_mib", "pred_peak_mib", "peak_vs_pred",
-           "pred_fwdbwd_ms", "repeats", "threads", "memory_method")
+COLUMNS = ("pattern", "backend", "execution", "form", "frames", "side", "tokens", "heads", "head_dim", "batch",
+           "status", "fwd_ms", "fwdbwd_ms", "peak_mib", "pred_gflops", "pred_saved_mib", "pred_peak_mib",
+           "peak_vs_pred", "pred_fwdbwd_ms", "repeats", "threads", "memory_method")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -59,18 +70,45 @@ def make_pattern(name: str, side: int):
     return table[name]
 
 
-def parse_patterns(text: str) -> list[tuple[str, str, str]]:
-    """``'global,global@reference,window'`` → ``[(label, name, backend), ...]`` (ValueError on bad names)."""
+def video_calls(name: str, frames: int, side: int, heads: int) -> list[tuple]:
+    """The attention calls of one layer of video variant ``name`` on a ``(frames, side, side)`` tubelet grid:
+    ``[(pattern, form, kv_grid, heads), ...]`` (module docstring)."""
+    from ..ops import Axial, Global, Window
+
+    grid = (frames, side, side)
+    frame, time = Window((1, side, side)), Axial(0)
+    table = {
+        "st": [(Global(), grid, heads)], "fe": [(frame, grid, heads), (Global(), (frames,), heads)],
+        "fsa": [(frame, grid, heads), (time, grid, heads)],
+        "fdp": [(frame, grid, heads // 2), (time, grid, heads - heads // 2)],
+        "window3d": [(Window(tuple(min(w, n) for w, n in zip(VIDEO_WINDOW, grid, strict=True))), grid, heads)],
+    }
+    if name not in table:
+        raise ValueError(f"--patterns: unknown video pattern {name!r}; expected one of "
+                         f"{', '.join(VIDEO_PATTERN_NAMES)}")
+    return [(pattern, "softmax", g, h) for pattern, g, h in table[name]]
+
+
+def parse_patterns(text: str, video: bool = False) -> list[tuple[str, str, str]]:
+    """``'global,global@reference,window'`` → ``[(label, name, backend), ...]`` (ValueError on bad names); with
+    ``video``, names of :data:`VIDEO_PATTERN_NAMES`."""
     out = []
     for label in (p.strip() for p in str(text).split(",")):
         if not label:
             continue
         name, _, backend = label.partition("@")
         backend = backend or "auto"
-        make_pattern(name, 16)
+        if video:
+            video_calls(name, 8, 8, 4)
+        else:
+            make_pattern(name, 16)
         if backend not in BACKENDS:
             raise ValueError(f"--patterns: unknown backend {backend!r} in {label!r}; expected one of {BACKENDS}")
-        execution_for(name, backend, 16, 32)  # refuses impossible pairs, e.g. window@linear
+        if video:
+            for pattern, form, _, _ in video_calls(name, 8, 8, 4):
+                _execution(pattern, form, backend, 32, name)
+        else:
+            execution_for(name, backend, 16, 32)  # refuses impossible pairs, e.g. window@linear
         if label not in [o[0] for o in out]:
             out.append((label, name, backend))
     if not out:
@@ -78,8 +116,9 @@ def parse_patterns(text: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def parse_sizes(text: str) -> list[int]:
-    """Grid sides: ``'16..512'`` (powers of two: 16, 32, ..., 512) or a comma list ``'8,16,24'``; each ≥ 8."""
+def parse_sizes(text: str, minimum: int = 8) -> list[int]:
+    """Grid sides: ``'16..512'`` (powers of two: 16, 32, ..., 512) or a comma list ``'8,16,24'``; each ≥
+    ``minimum`` (8; frames in video mode: 1)."""
     text = str(text).strip()
     try:
         if ".." in text:
@@ -92,17 +131,22 @@ def parse_sizes(text: str) -> list[int]:
     except ValueError:
         raise ValueError(f"--sizes: expected 'LO..HI' (powers of two from LO to HI) or a comma list of grid sides, "
                          f"got {text!r}") from None
-    if not sizes or any(s < MIN_SIDE for s in sizes):
-        raise ValueError(f"--sizes: grid sides must be ≥ {MIN_SIDE} (Window(8), Halo(8, 3)), got {text!r}")
+    if not sizes or any(s < minimum for s in sizes):
+        why = " (Window(8), Halo(8, 3))" if minimum == MIN_SIDE else ""
+        raise ValueError(f"--sizes: values must be ≥ {minimum}{why}, got {text!r}")
     return sorted(set(sizes))
 
 
 def execution_for(name: str, backend: str, side: int, head_dim: int) -> str:
     """The execution (:data:`visionattn.analysis.cost.EXECUTIONS`) that ``backend`` takes for the pattern."""
+    pattern, form = make_pattern(name, side)
+    return _execution(pattern, form, backend, head_dim, name)
+
+
+def _execution(pattern, form: str, backend: str, head_dim: int, name: str) -> str:
     from ..ops import Global
     from .cost import default_execution
 
-    pattern, form = make_pattern(name, side)
     if backend == "auto":
         return default_execution(pattern, form, head_dim, head_dim)
     if backend == "reference":
@@ -115,8 +159,21 @@ def execution_for(name: str, backend: str, side: int, head_dim: int) -> str:
 
 
 @dataclass(frozen=True)
+class LayerCost:
+    """The cost of a video layer's calls together: FLOPs and saved bytes add up; the peak is every call's saved
+    activations plus the largest transient of one call's backward."""
+
+    execution: str
+    form: str
+    flops: int
+    saved_bytes: int
+    peak_bytes: int
+
+
+@dataclass(frozen=True)
 class Case:
-    """One measurement: a pattern on a ``side × side`` grid, float32 ``(batch, side, side, heads, head_dim)``."""
+    """One measurement: a pattern on a ``side × side`` grid, float32 ``(batch, side, side, heads, head_dim)``; or,
+    with ``frames`` > 0, the calls of one layer of video variant ``name`` on a ``(frames, side, side)`` grid."""
 
     label: str
     name: str
@@ -127,19 +184,36 @@ class Case:
     batch: int = 1
     repeats: int = 3
     threads: int = 1
+    frames: int = 0
+
+    def calls(self) -> list[tuple]:
+        """``[(pattern, form, kv_grid, heads), ...]``: one call, or a video layer's (:func:`video_calls`)."""
+        if self.frames:
+            return video_calls(self.name, self.frames, self.side, self.heads)
+        pattern, form = make_pattern(self.name, self.side)
+        return [(pattern, form, (self.side, self.side), self.heads)]
+
+    @property
+    def tokens(self) -> int:
+        return (self.frames or 1) * self.side**2
 
     def predict(self):
-        """The analytic :class:`visionattn.analysis.cost.OperatorCost` of the case's execution."""
+        """The analytic :class:`visionattn.analysis.cost.OperatorCost` of the case's execution (a
+        :class:`LayerCost` of all of them in video mode)."""
         from .cost import operator_cost
 
-        pattern, form = make_pattern(self.name, self.side)
-        return operator_cost(pattern, (self.side, self.side), heads=self.heads, head_dim=self.head_dim,
-                             batch=self.batch, form=form,
-                             execution=execution_for(self.name, self.backend, self.side, self.head_dim))
+        costs = [operator_cost(pattern, grid, heads=heads, head_dim=self.head_dim, batch=self.batch, form=form,
+                               execution=_execution(pattern, form, self.backend, self.head_dim, self.name))
+                 for pattern, form, grid, heads in self.calls()]
+        if not self.frames:
+            return costs[0]
+        saved = sum(c.saved_bytes for c in costs)
+        return LayerCost("+".join(dict.fromkeys(c.execution for c in costs)), "softmax", sum(c.flops for c in costs),
+                         saved, saved + max(c.peak_bytes - c.saved_bytes for c in costs))
 
     def input_bytes(self) -> int:
         """q, k, v and the output gradient, allocated before the measured pass (float32)."""
-        return 4 * 4 * self.batch * self.side**2 * self.heads * self.head_dim
+        return sum(4 * 4 * self.batch * math.prod(grid) * heads * self.head_dim for _, _, grid, heads in self.calls())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -199,21 +273,24 @@ def measure_case(case: Case, part: str) -> dict:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     fixed = part == "memory" and _fixed_mmap_threshold()
     torch.set_num_threads(case.threads)
-    pattern, form = make_pattern(case.name, case.side)
-    grid = (case.side, case.side)
     gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(case.batch, *grid, case.heads, case.head_dim, generator=gen).requires_grad_()
-               for _ in range(3))
-    grad = torch.randn(case.batch, *pattern.query_grid(grid), case.heads, case.head_dim, generator=gen)
+    inputs = []  # per call: pattern, form, q, k, v, output gradient
+    for pattern, form, grid, heads in case.calls():
+        q, k, v = (torch.randn(case.batch, *grid, heads, case.head_dim, generator=gen).requires_grad_()
+                   for _ in range(3))
+        grad = torch.randn(case.batch, *pattern.query_grid(grid), heads, case.head_dim, generator=gen)
+        inputs.append((pattern, form, q, k, v, grad))
     backend = case.backend
 
     def forward():
         with torch.no_grad():
-            return attention(q, k, v, pattern, form=form, backend=backend)
+            return [attention(q, k, v, pattern, form=form, backend=backend) for pattern, form, q, k, v, _ in inputs]
 
     def forward_backward():
-        attention(q, k, v, pattern, form=form, backend=backend).backward(grad)
-        q.grad = k.grad = v.grad = None
+        outs = [attention(q, k, v, pattern, form=form, backend=backend) for pattern, form, q, k, v, _ in inputs]
+        torch.autograd.backward(outs, [g for *_, g in inputs])
+        for *_, q, k, v, _ in inputs:
+            q.grad = k.grad = v.grad = None
 
     forward_backward()  # warm-up: kernels, the blocked backend's plan
     forward()
@@ -317,8 +394,9 @@ def _row(case: Case, cost, status: str, pred_fwdbwd_ms: float | None, measured: 
     pred_peak = cost.peak_bytes / 2**20
     return {
         "pattern": case.label, "backend": case.backend, "execution": cost.execution, "form": cost.form,
-        "side": case.side, "tokens": case.side**2, "heads": case.heads, "head_dim": case.head_dim,
-        "batch": case.batch, "status": status, "fwd_ms": measured.get("fwd_ms"), "fwdbwd_ms": measured.get("fwdbwd_ms"),
+        "frames": case.frames or None, "side": case.side, "tokens": case.tokens, "heads": case.heads,
+        "head_dim": case.head_dim, "batch": case.batch, "status": status, "fwd_ms": measured.get("fwd_ms"),
+        "fwdbwd_ms": measured.get("fwdbwd_ms"),
         "peak_mib": peak, "pred_gflops": cost.flops / 1e9, "pred_saved_mib": cost.saved_bytes / 2**20,
         "pred_peak_mib": pred_peak, "peak_vs_pred": None if peak is None else peak / pred_peak,
         "pred_fwdbwd_ms": pred_fwdbwd_ms, "repeats": case.repeats, "threads": case.threads,
@@ -328,12 +406,15 @@ def _row(case: Case, cost, status: str, pred_fwdbwd_ms: float | None, measured: 
 
 def sweep(patterns, sizes, *, heads: int = 4, head_dim: int = 32, batch: int = 1, repeats: int = 3,
           threads: int = 1, max_seconds: float = 4.0, max_memory_gib: float | None = None,
-          timeout: float | None = None, log=print, start_method: str = "fork", target=None) -> list[dict]:
+          timeout: float | None = None, log=print, start_method: str = "fork", target=None,
+          video_side: int | None = None) -> list[dict]:
     """Measure every pattern (``parse_patterns`` output or its text) at every size; returns the rows
     (:data:`COLUMNS`). Patterns run one after the other, sizes ascending; ``log(text)`` reports each row.
-    ``timeout`` per case defaults to ``120 + 10 · max_seconds · (repeats + 2)`` seconds."""
-    patterns = parse_patterns(patterns) if isinstance(patterns, str) else list(patterns)
-    sizes = parse_sizes(sizes) if isinstance(sizes, str) else sorted(set(sizes))
+    ``timeout`` per case defaults to ``120 + 10 · max_seconds · (repeats + 2)`` seconds. ``video_side``: video mode
+    (module docstring): ``sizes`` are frame counts of a ``(T, video_side, video_side)`` grid."""
+    video = video_side is not None
+    patterns = parse_patterns(patterns, video) if isinstance(patterns, str) else list(patterns)
+    sizes = parse_sizes(sizes, 1 if video else MIN_SIDE) if isinstance(sizes, str) else sorted(set(sizes))
     if max_seconds <= 0:
         raise ValueError(f"--max-seconds must be > 0, got {max_seconds}")
     if max_memory_gib is not None and max_memory_gib <= 0:
@@ -344,7 +425,8 @@ def sweep(patterns, sizes, *, heads: int = 4, head_dim: int = 32, batch: int = 1
         last = None  # (flops, fwdbwd_ms) of the last measured size
         stopped = None  # why the rest of this pattern is skipped
         for side in sizes:
-            case = Case(label, name, backend, side, heads, head_dim, batch, repeats, threads)
+            case = Case(label, name, backend, video_side or side, heads, head_dim, batch, repeats, threads,
+                        side if video else 0)
             cost = case.predict()
             pred_ms = None if last is None else last[1] * cost.flops / last[0]
             budget, source = memory_budget(max_memory_gib)
@@ -371,7 +453,8 @@ def sweep(patterns, sizes, *, heads: int = 4, head_dim: int = 32, batch: int = 1
 
 
 def format_progress(row: dict) -> str:
-    head = f"{row['pattern']:<18} side {row['side']:>4}  tokens {row['tokens']:>7}"
+    where = f"frames {row['frames']:>4}" if row.get("frames") else f"side {row['side']:>4}"
+    head = f"{row['pattern']:<18} {where}  tokens {row['tokens']:>7}"
     if row["status"] != "ok":
         return f"{head}  {row['status']}"
     return (f"{head}  fwd {row['fwd_ms']:9.2f} ms  fwd+bwd {row['fwdbwd_ms']:9.2f} ms  peak {row['peak_mib']:8.1f} MiB"
@@ -432,11 +515,11 @@ def format_summary(rows: list[dict]) -> str:
     def fmt(x):
         return "-" if x is None else f"{x:.2f}"
 
-    lines = [f"{'pattern':<18} {'measured sides':<22} {'time exp':>8} {'model':>6} {'mem exp':>8} {'model':>6}  "
+    lines = [f"{'pattern':<18} {'measured sizes':<22} {'time exp':>8} {'model':>6} {'mem exp':>8} {'model':>6}  "
              f"largest: fwd+bwd ms, peak MiB (model)"]
     for label, g in growth_exponents(rows).items():
         ok = [r for r in rows if r["pattern"] == label and r["status"] == "ok"]
-        sides = ",".join(str(r["side"]) for r in ok) or "none"
+        sides = ",".join(str(r.get("frames") or r["side"]) for r in ok) or "none"
         big = ok[-1] if ok else None
         largest = "-" if big is None else (f"{big['fwdbwd_ms']:.1f}, {big['peak_mib']:.1f} "
                                            f"({big['pred_peak_mib']:.1f})")
@@ -446,7 +529,7 @@ def format_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path, title: str = "") -> None:
+def plot(rows: list[dict], path, title: str = "", xlabel: str = "tokens (grid side²)") -> None:
     """Log-log PNG: forward+backward time vs tokens (left) and peak memory vs tokens (right), one colour per
     pattern; solid with dots = measured, dashed = the model (time: FLOPs scaled through the largest measured
     point; memory: the predicted peak, absolute), continued over skipped sizes."""
@@ -474,7 +557,7 @@ def plot(rows: list[dict], path, title: str = "") -> None:
     for ax, ylabel in ((ax_t, "forward+backward time (ms)"), (ax_m, "peak memory growth (MiB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("tokens (grid side²)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
     for ax in (ax_t, ax_m):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from .builtin import ArrayDataset, build_digits, build_lfw, stratified_split
 from .cifar import build_cifar10, build_cifar100
-from .config import DataBundle, DataConfig, SkippedImageWarning
+from .config import DataBundle, DataConfig, SkippedImageWarning, register_dataset_name
 from .folder import FileDataset, build_csv, build_folder
 from .images import BadImage, load_image
 from .subset import TargetSubset, apply_train_fraction
@@ -46,6 +46,11 @@ DATASETS: dict[str, Callable[[DataConfig], DataBundle]] = {
     "cifar100": build_cifar100,
     "csv": build_csv,
 }
+
+
+# the video task's data (visionattn.data.video, assembled by visionattn.tasks.video)
+for _name in ("moving_digits", "video_folder", "frame_folder", "video_csv"):
+    register_dataset_name(_name, needs_path=_name != "moving_digits")
 
 
 def build_datasets(cfg: DataConfig) -> DataBundle:

@@ -24,7 +24,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..ops import AttentionCall, Global, Pattern, RelativeLogits, intercept_attention
-from .sizes import to_pair
+from .inputs import example_input
 
 
 def _axis_counts(pattern: Pattern, q_grid: tuple[int, ...], kv_grid: tuple[int, ...]) -> list[Tensor]:
@@ -87,10 +87,11 @@ def attention_flops(call: AttentionCall) -> int:
     nq, nk = math.prod(call.q_grid), math.prod(call.kv_grid)
     if call.form == "linear" and isinstance(call.pattern, Global):
         return B * heads * (2 * nk * head_dim * v_dim + 2 * nq * head_dim * v_dim + 2 * nq * head_dim)
-    if call.key_padding_mask is None:
-        pairs = B * allowed_pairs(call.pattern, call.kv_grid, call.q_grid)
-    else:
-        pairs = allowed_pairs(call.pattern, call.kv_grid, call.q_grid, call.key_padding_mask)
+    with torch.device("cpu"):  # counts are host arithmetic, also for a model on the meta device
+        if call.key_padding_mask is None:
+            pairs = B * allowed_pairs(call.pattern, call.kv_grid, call.q_grid)
+        else:
+            pairs = allowed_pairs(call.pattern, call.kv_grid, call.q_grid, call.key_padding_mask)
     total = heads * (2 * pairs * head_dim + 2 * pairs * v_dim)
     if isinstance(call.position, RelativeLogits):
         total += B * heads * sum(2 * nq * t.shape[0] * head_dim for t in call.position.tables)
@@ -112,8 +113,11 @@ class AttentionCounter:
         return call.v.new_zeros((B, *call.q_grid, heads, v_dim))
 
 
-def count_flops(model: nn.Module, img_size: int | tuple[int, int], batch: int = 1, in_chans: int = 3) -> dict:
-    """FLOPs of one forward pass of ``model`` on ``(batch, in_chans, H, W)`` random images.
+def count_flops(model: nn.Module, img_size: int | tuple[int, int], batch: int = 1, in_chans: int = 3,
+                frames: int | None = None) -> dict:
+    """FLOPs of one forward pass of ``model`` on ``(batch, in_chans, H, W)`` random images (video models:
+    ``(batch, in_chans, T, H, W)`` clips of ``frames`` or the model's ``num_frames``;
+    :func:`visionattn.models.inputs.example_input`).
 
     Returns ``dict(total=, flops=, macs=, attention=, other=, attention_calls=)``: ``total`` (= ``flops``),
     ``attention`` and ``other`` in FLOPs (2 per multiply-add); ``macs = total // 2`` is timm's/fvcore's "FLOPs".
@@ -122,13 +126,12 @@ def count_flops(model: nn.Module, img_size: int | tuple[int, int], batch: int = 
     is forced onto the math path so that its matmuls are counted.
     The model runs in eval mode under ``torch.no_grad`` on its own device; its train/eval mode is restored.
     """
-    h, w = to_pair(img_size)
     try:
         param = next(model.parameters())
         device, dtype = param.device, param.dtype
     except StopIteration:
         device, dtype = torch.device("cpu"), torch.float32
-    x = torch.randn(batch, in_chans, h, w, device=device, dtype=dtype)
+    x = example_input(model, img_size, batch, in_chans, frames=frames, device=device, dtype=dtype)
     counter = AttentionCounter()
     was_training = model.training
     model.eval()

@@ -41,6 +41,29 @@ def check_input(kind: str, x, in_chans: int, owner: str) -> None:
         raise ValueError(f"{owner} expects {_NOUN[kind]} {expected}, got {_got(x)}{hint}")
 
 
+def example_input(model, img_size, batch: int = 1, in_chans: int = 3, *, frames: int | None = None,
+                  device=None, dtype=None, generator: torch.Generator | None = None) -> Tensor:
+    """A random standard-normal input for ``model`` (its ``input_kind``): images ``(batch, in_chans, H, W)``, or
+    videos ``(batch, in_chans, T, H, W)`` with ``T = frames`` or the model's ``num_frames``. ``img_size``: an int or
+    ``(H, W)``. Token models have no size to draw from: a ``ValueError``."""
+    from .sizes import to_pair
+
+    kind = getattr(model, "input_kind", "image")
+    h, w = to_pair(img_size)
+    if kind == "image":
+        shape = (batch, in_chans, h, w)
+    elif kind == "video":
+        frames = frames if frames is not None else getattr(model, "num_frames", None)
+        if not isinstance(frames, int) or frames < 1:
+            raise ValueError(f"{type(model).__name__}: a video input needs a clip length; pass frames= (got "
+                             f"{frames!r}, and the model has no num_frames)")
+        shape = (batch, in_chans, frames, h, w)
+    else:
+        raise ValueError(f"{type(model).__name__}: no example input for input_kind {kind!r} (expected 'image' or "
+                         f"'video')")
+    return torch.randn(shape, generator=generator, dtype=dtype or torch.float32).to(device or "cpu")
+
+
 def padding_shape(kind: str, x: Tensor) -> tuple[int, ...]:
     """The padding-mask shape that goes with input ``x``: ``(B, *spatial)``."""
     return (x.shape[0], *x.shape[1:]) if kind == "tokens" else (x.shape[0], *x.shape[2:])
@@ -61,4 +84,4 @@ def check_padding_mask(kind: str, x: Tensor, mask, owner: str) -> Tensor | None:
     return mask.to(x.device)
 
 
-__all__ = ["INPUT_KINDS", "check_input", "check_padding_mask", "padding_shape"]
+__all__ = ["INPUT_KINDS", "check_input", "check_padding_mask", "example_input", "padding_shape"]

@@ -8,8 +8,9 @@ parameters with the preset's default head: 1000 classes, none for the DINO backb
 papers call "GFLOPs"), ``gflops`` (= 2·gmacs, multiply and add counted separately), ``attn_gmacs`` (the attention
 operator's share of ``gmacs``), ``img_size``, ``tiny``, ``paper``. Floats are rounded to 4 significant digits.
 
-Nothing is cached: each row builds the model and counts with :func:`visionattn.models.flops.count_flops`
-(attention intercepted, not executed; ``torch.no_grad``; batch 1).
+Nothing is cached: each row builds the model on the ``meta`` device (shapes only: no memory, no init, so ViT-B or a
+video model costs seconds) and counts with :func:`visionattn.models.flops.count_flops` (attention intercepted, not
+executed; ``torch.no_grad``; batch 1). Counts equal those of the model built on the CPU (tested).
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ def preset_row(name: str, num_classes: int | None = None) -> dict:
     """The summary row of one registered preset (see the module docstring for the keys); ``num_classes``
     defaults to the preset's own."""
     preset = get_preset(name)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with torch.device("meta"):
         model = create_model(name, num_classes=num_classes)
-    params = count_params(model)
-    counts = count_flops(model, preset.img_size, batch=1)
+        params = count_params(model)
+        counts = count_flops(model, preset.img_size, batch=1)
     del model
     return {
         "name": name,

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 PURITY = ("attention", "hybrid", "convolution")
 FORM = ("softmax", "linear", "none")
 SCALES = ("single", "multi")
-GEOMETRY = ("set", "sequence", "2d")
+GEOMETRY = ("set", "sequence", "2d", "video")
 BLOCK = ("transformer", "bottleneck", "mixed")
 
 
@@ -17,8 +17,9 @@ class Taxonomy:
 
     purity: fully attentional / hybrid conv–attention / fully convolutional. form: attention form ('none' for
     a CNN). scales: one token resolution throughout, or a pyramid. geometry: what the attention sees (a set of
-    tokens, a 1D sequence of patches, a 2D grid with locality). block: Transformer block, ResNet bottleneck
-    block with the spatial conv replaced, or a mix (CoAtNet: MBConv then Transformer).
+    tokens, a 1D sequence of patches, a 2D grid with locality, a video's (T, H, W) space-time grid). block:
+    Transformer block, ResNet bottleneck block with the spatial conv replaced, or a mix (CoAtNet: MBConv then
+    Transformer).
     """
 
     purity: str

@@ -33,7 +33,8 @@ def trace_constant(maxsize: int | None = 128) -> Callable[[F], F]:
     def wrap(fn: F) -> F:
         # The result travels in a 1-tuple: Dynamo gives a constant container a unique name, but would name a bare
         # tensor result after the function, so two such tensors in one graph would clash.
-        cached = functools.lru_cache(maxsize=maxsize)(lambda *args: (_static_tensors(fn(*[_thaw(a) for a in args])),))
+        cached = functools.lru_cache(maxsize=maxsize)(
+            lambda *args: (_static_tensors(_on_host(fn, tuple(_thaw(a) for a in args))),))
         constant = torch.compiler.assume_constant_result(lambda *args: cached(*args))
 
         @functools.wraps(fn)
@@ -70,6 +71,14 @@ def _thaw(value):
     if isinstance(value, tuple) and len(value) == 3 and value[0] == _FROZEN:
         return value[1](**{name: _thaw(v) for name, v in value[2]})
     return value
+
+
+def _on_host(fn: Callable, args: tuple):
+    """``fn(*args)`` with CPU as the default device: a plan is host arithmetic (tensors it puts on a device get
+    ``device=`` explicitly), so a surrounding ``with torch.device("meta")`` (counting a model's FLOPs without
+    allocating it) must not turn its reads (``int(t.max())``) into errors."""
+    with torch.device("cpu"):
+        return fn(*args)
 
 
 def _static_tensors(value, depth: int = 0):

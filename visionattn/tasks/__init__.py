@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 DEFAULT_TASK = "classification"
-TASK_MODULES = ("classification",)
+TASK_MODULES = ("classification", "video")
 _REGISTRY: dict[str, type[Task]] = {}
 _loaded = False
 

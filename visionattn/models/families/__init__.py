@@ -7,5 +7,7 @@ from . import (  # noqa: F401
     hybrid_vit,
     resnet,
     swin,
+    video_swin,
     vit,
+    vivit,
 )
