@@ -141,8 +141,13 @@ def _timm(pair: Pair) -> torch.nn.Module:
         return timm.create_model(pair.theirs, num_classes=1000)
 
 
-def bench_pair(pair: Pair, batch: int, dtypes: list[str], warmup: int, reps: int, quiet: float) -> dict:
-    """Build both models (seeded), count params/MACs, time inference and a training step per dtype."""
+def bench_pair(pair: Pair, batch: int, dtypes: list[str], warmup: int, reps: int, quiet: float,
+               compile: bool = False) -> dict:
+    """Build both models (seeded), count params/MACs, time inference and a training step per dtype.
+
+    ``compile``: both models go through ``torch.compile`` (inductor) after counting, ours with ``fullgraph=True``
+    (a graph break in the operator is an error), timm's with its defaults; the warmup calls compile (one graph for
+    eval, one for train) and are not timed."""
     torch.manual_seed(0)
     models = {"ours": create_model(pair.ours, num_classes=1000, img_size=pair.img_size), "timm": _timm(pair)}
     row = {"pair": pair.key, "label": pair.label, "ours": pair.ours, "timm": pair.theirs, "img_size": pair.img_size,
@@ -150,6 +155,11 @@ def bench_pair(pair: Pair, batch: int, dtypes: list[str], warmup: int, reps: int
     for side, model in models.items():
         row[f"{side}_params_m"] = count_params(model) / 1e6
         row[f"{side}_gmacs"] = count_flops(model, pair.img_size)["macs"] / 1e9
+    row["compiled"] = compile
+    if compile:
+        torch._dynamo.reset()
+        models = {s: torch.compile(m, fullgraph=s == "ours") for s, m in models.items()}
+        warmup = max(warmup, 1)
     x = torch.randn(batch, 3, pair.img_size, pair.img_size)
     y = torch.randint(0, 1000, (batch,))
     for dname in dtypes:
@@ -232,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                         help="time per call: wall clock, or this process's CPU time (use with --threads 1 on a busy "
                              "shared machine)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile both models (ours fullgraph=True); compile time is in the untimed warmup")
     args = parser.parse_args(argv)
     set_clock(args.clock)
     batch = args.batch or (2 if args.quick else 8)
@@ -248,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     print(f"visionattn models vs timm, CPU. {machine_line()}")
     print(f"batch {batch}, dtypes {dtypes}, {args.warmup} warmup + {reps} alternating timed rounds per case, "
-          f"clock {clock_name()}")
+          f"clock {clock_name()}, {'compiled (inductor)' if args.compile else 'eager'}")
     registered = set(list_models())
     rows, skipped = [], []
     for pair in (p for p in PAIRS if p.key in keys):
@@ -259,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             skipped.append(f"{pair.label}: timm has no {pair.theirs!r}")
             continue
         t0 = time.perf_counter()
-        rows.append(bench_pair(pair, batch, dtypes, args.warmup, reps, quiet))
+        rows.append(bench_pair(pair, batch, dtypes, args.warmup, reps, quiet, args.compile))
         print(f"  {pair.label}: {time.perf_counter() - t0:.0f} s", flush=True)
     if rows:
         print_rows(rows, dtypes)

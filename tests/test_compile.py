@@ -129,3 +129,30 @@ def test_flex_inside_an_outer_compile_has_no_graph_break():
         got = torch.compile(run, backend="eager", fullgraph=True)(q)
         want = run(q, "reference")
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_presets_script_reports_breaks_and_exit_status(capsys, monkeypatch):
+    """``benchmarks/compile_presets.py`` (every registered preset at full size, on meta): a preset that traces whole
+    exits 0; an operator that breaks the graph is reported with its visionattn frame and exits 1."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "compile_presets.py"
+    spec = importlib.util.spec_from_file_location("compile_presets", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--only", "vit_tiny_test"]) == 0
+    assert "1 of 1 presets trace as one graph without breaks" in capsys.readouterr().out
+
+    import visionattn.layers.attention as layer
+
+    real = layer.attention
+
+    def breaking(*args, **kwargs):
+        torch._dynamo.graph_break()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(layer, "attention", breaking)
+    assert script.main(["--only", "vit_tiny_test"]) == 1
+    out = capsys.readouterr().out
+    assert "0 of 1 presets" in out and "layers/attention.py:" in out  # the break is named with its frame
