@@ -108,10 +108,15 @@ def _write(path: Path, report: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_steps(ctx: Context, report: dict, out: Path, budget: float, only: set[str] | None) -> None:
+def run_steps(ctx: Context, report: dict, out: Path, budget: float, only: set[str] | None, steps=None,
+              limits=None, tag: str = "gpu_check") -> None:
+    """Run ``steps`` (default: this script's :data:`STEPS`) in order, each in its time box (``limits``: per step
+    name, None = what is left; default :data:`STEP_S` / :data:`DRY_STEP_S`), rewriting the JSON at ``out`` after
+    each; a failure or a timeout is recorded in the step's entry and the next step runs."""
     start = time.monotonic()
-    limits = DRY_STEP_S if ctx.dry_run else STEP_S
-    for name, fn in STEPS:
+    steps = STEPS if steps is None else steps
+    limits = limits if limits is not None else DRY_STEP_S if ctx.dry_run else STEP_S
+    for name, fn in steps:
         entry = {"status": "skipped", "seconds": 0.0, "result": None, "checks": [], "error": None}
         report["steps"][name] = entry
         left = budget - (time.monotonic() - start)
@@ -145,7 +150,7 @@ def run_steps(ctx: Context, report: dict, out: Path, budget: float, only: set[st
                     torch.cuda.empty_cache()
             with contextlib.suppress(Exception):
                 torch._dynamo.reset()
-        print(f"[gpu_check] {name}: {entry['status']} in {entry['seconds']} s, "
+        print(f"[{tag}] {name}: {entry['status']} in {entry['seconds']} s, "
               f"{sum(c['ok'] for c in ctx.checks)}/{len(ctx.checks)} checks passed", flush=True)
         _write(out, report)
 

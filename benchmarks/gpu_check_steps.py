@@ -111,7 +111,9 @@ def _run(pattern, grid, kind, backend, dtype, device, head_dim, grad=True, form=
     inputs = [t.to(device=device, dtype=dtype).requires_grad_(grad) for t in (q, k, v)]
     position, leaves = _position(kind, pattern, grid, head_dim, device)
     with torch.set_grad_enabled(grad):
-        out = attention(*inputs, pattern, position=position, backend=backend, form=form, key_padding_mask=padding)
+        self_attention = padding is not None and tuple(pattern.query_grid(grid)) == tuple(grid)
+        out = attention(*inputs, pattern, position=position, backend=backend, form=form, key_padding_mask=padding,
+                        query_padding_mask=padding if self_attention else None)
     if not grad:
         return [out.float()]
     cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(device)

@@ -37,7 +37,7 @@ if ROOT not in sys.path:
 import timm  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from noise import cpu_seconds, wait_quiet  # noqa: E402  (benchmarks/noise.py)
+from noise import clock, clock_name, cpu_seconds, set_clock, wait_quiet  # noqa: E402  (benchmarks/noise.py)
 
 from visionattn.models import create_model, list_models  # noqa: E402
 from visionattn.models.flops import count_flops, count_params  # noqa: E402
@@ -83,9 +83,9 @@ def alternate(cases: dict[str, Callable[[], object]], warmup: int, reps: int) ->
     w0 = time.perf_counter()
     for r in range(reps):
         for name in names if r % 2 == 0 else names[::-1]:
-            t0 = time.perf_counter()
+            t0 = clock()
             cases[name]()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     b1, o1 = cpu_seconds()
     elapsed = time.perf_counter() - w0
     others = float("nan")  # /proc/stat ticks are too coarse below ~1 s
@@ -141,8 +141,13 @@ def _timm(pair: Pair) -> torch.nn.Module:
         return timm.create_model(pair.theirs, num_classes=1000)
 
 
-def bench_pair(pair: Pair, batch: int, dtypes: list[str], warmup: int, reps: int, quiet: float) -> dict:
-    """Build both models (seeded), count params/MACs, time inference and a training step per dtype."""
+def bench_pair(pair: Pair, batch: int, dtypes: list[str], warmup: int, reps: int, quiet: float,
+               compile: bool = False) -> dict:
+    """Build both models (seeded), count params/MACs, time inference and a training step per dtype.
+
+    ``compile``: both models go through ``torch.compile`` (inductor) after counting, ours with ``fullgraph=True``
+    (a graph break in the operator is an error), timm's with its defaults; the warmup calls compile (one graph for
+    eval, one for train) and are not timed."""
     torch.manual_seed(0)
     models = {"ours": create_model(pair.ours, num_classes=1000, img_size=pair.img_size), "timm": _timm(pair)}
     row = {"pair": pair.key, "label": pair.label, "ours": pair.ours, "timm": pair.theirs, "img_size": pair.img_size,
@@ -150,6 +155,11 @@ def bench_pair(pair: Pair, batch: int, dtypes: list[str], warmup: int, reps: int
     for side, model in models.items():
         row[f"{side}_params_m"] = count_params(model) / 1e6
         row[f"{side}_gmacs"] = count_flops(model, pair.img_size)["macs"] / 1e9
+    row["compiled"] = compile
+    if compile:
+        torch._dynamo.reset()
+        models = {s: torch.compile(m, fullgraph=s == "ours") for s, m in models.items()}
+        warmup = max(warmup, 1)
     x = torch.randn(batch, 3, pair.img_size, pair.img_size)
     y = torch.randint(0, 1000, (batch,))
     for dname in dtypes:
@@ -229,7 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-wait", type=float, default=None,
                         help="max seconds to wait for other processes to go quiet before each timing (120; quick: 1)")
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                        help="time per call: wall clock, or this process's CPU time (use with --threads 1 on a busy "
+                             "shared machine)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile both models (ours fullgraph=True); compile time is in the untimed warmup")
     args = parser.parse_args(argv)
+    set_clock(args.clock)
     batch = args.batch or (2 if args.quick else 8)
     reps = args.reps or (2 if args.quick else 5)
     quiet = args.quiet_wait if args.quiet_wait is not None else (1.0 if args.quick else 120.0)
@@ -243,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"visionattn models vs timm, CPU. {machine_line()}")
-    print(f"batch {batch}, dtypes {dtypes}, {args.warmup} warmup + {reps} alternating timed rounds per case")
+    print(f"batch {batch}, dtypes {dtypes}, {args.warmup} warmup + {reps} alternating timed rounds per case, "
+          f"clock {clock_name()}, {'compiled (inductor)' if args.compile else 'eager'}")
     registered = set(list_models())
     rows, skipped = [], []
     for pair in (p for p in PAIRS if p.key in keys):
@@ -254,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             skipped.append(f"{pair.label}: timm has no {pair.theirs!r}")
             continue
         t0 = time.perf_counter()
-        rows.append(bench_pair(pair, batch, dtypes, args.warmup, reps, quiet))
+        rows.append(bench_pair(pair, batch, dtypes, args.warmup, reps, quiet, args.compile))
         print(f"  {pair.label}: {time.perf_counter() - t0:.0f} s", flush=True)
     if rows:
         print_rows(rows, dtypes)

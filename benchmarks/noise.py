@@ -9,6 +9,26 @@ from __future__ import annotations
 import os
 import time
 
+_CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_CLOCK = ["wall"]
+
+
+def set_clock(name: str) -> None:
+    """What :func:`clock` reads: ``'wall'`` (elapsed time) or ``'cpu'`` (CPU time of this process: with one torch
+    thread, the time our work took on a core, not the time it waited for one while others' jobs ran)."""
+    if name not in _CLOCKS:
+        raise ValueError(f"clock must be one of {sorted(_CLOCKS)}, got {name!r}")
+    _CLOCK[0] = name
+
+
+def clock() -> float:
+    """Seconds on the clock chosen by :func:`set_clock` (default wall)."""
+    return _CLOCKS[_CLOCK[0]]()
+
+
+def clock_name() -> str:
+    return _CLOCK[0]
+
 
 def cpu_seconds() -> tuple[float, float]:
     """(busy CPU seconds of the whole machine, CPU seconds of this process) from /proc/stat and os.times."""

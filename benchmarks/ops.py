@@ -51,6 +51,7 @@ from harness import (  # noqa: E402  (benchmarks/harness.py)
     record,
     table,
 )
+from noise import set_clock  # noqa: E402  (benchmarks/noise.py)
 from ops_memory import bench_memory  # noqa: E402  (benchmarks/ops_memory.py)
 
 from visionattn.ops import (  # noqa: E402
@@ -542,6 +543,9 @@ def main(argv=None) -> int:
     p.add_argument("--noise-budget", type=float, default=180.0,
                    help="total seconds the run may spend on waiting for quiet and re-measuring (default 180)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="time per call: wall clock, or this process's CPU time (use with --threads 1 on a busy "
+                        "shared machine)")
     p.add_argument("--quiet-wait", type=float, default=None,
                    help="before each measurement wait up to this many s for other processes to go quiet "
                         "(default 10, 0 with --quick)")
@@ -555,6 +559,7 @@ def main(argv=None) -> int:
         p.error(f"unknown dtype/section {bad}; dtypes {list(DTYPES)}, sections {list(SECTIONS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    set_clock(args.clock)
     NOISE_LEFT[0] = 0.0 if args.quick else args.noise_budget
     wait = args.quiet_wait if args.quiet_wait is not None else (0.0 if args.quick else 10.0)
     args.budget = Budget(1, 2, 3, 0.5, wait) if args.quick else Budget(2, 3, 25, 8.0, wait, args.retries)
@@ -564,7 +569,7 @@ def main(argv=None) -> int:
         f"({facts['cores']} cores), capability {facts['cpu_capability']}, torch threads {facts['threads']}, "
         f"load avg {facts['loadavg'][0]:.2f}"
     )
-    print(f"visionattn commit: {facts['commit']}")
+    print(f"visionattn commit: {facts['commit']}; clock: {args.clock}")
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
     start = time.perf_counter()
     runners = {"window": bench_window, "halo": bench_halo, "nbhd": bench_nbhd, "flops": bench_flops,

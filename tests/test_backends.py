@@ -191,7 +191,8 @@ def test_nan_in_padded_positions_never_leaks(backend, case):
     for fill in (float("nan"), 123.0):
         q, k, v = (torch.randn(2, *grid, HEADS, HEAD_DIM, generator=torch.Generator().manual_seed(s)) for s in range(3))
         q, k, v = (torch.where(padding[..., None, None], fill, t).requires_grad_() for t in (q, k, v))
-        out = attention(q, k, v, pattern, backend=backend, form=form, key_padding_mask=padding)
+        out = attention(q, k, v, pattern, backend=backend, form=form, key_padding_mask=padding,
+                        query_padding_mask=padding)  # self-attention with separate q, k tensors: say so
         cot = torch.randn(out.shape, generator=g.manual_seed(5))
         (out * cot * valid[..., None, None]).sum().backward()
         results.append([out[valid], q.grad[valid], k.grad[valid], v.grad[valid]])
@@ -292,6 +293,7 @@ def _force_chunk_tiles(monkeypatch, tiles):
     number of tiles (batch included), the chunk size asked for and the chunks it ran."""
     from visionattn.ops.backends import blocked
 
+    monkeypatch.setattr(blocked, "GROUPS", False)  # the general plan's chunks (groups: tests/test_ops_groups.py)
     real, seen = blocked._chunks, []
 
     def chunks(levels, per_tile, budget):
@@ -379,7 +381,7 @@ def test_blocked_narrow_values_nan_padding_never_leaks(monkeypatch, case, grad):
         v = torch.randn(2, *grid, HEADS, V_DIM, generator=g)
         q, k, v = (torch.where(padding[..., None, None], fill, t).requires_grad_(grad) for t in (q, k, v))
         with torch.set_grad_enabled(grad):
-            out = attention(q, k, v, pattern, backend=backend, key_padding_mask=padding)
+            out = attention(q, k, v, pattern, backend=backend, key_padding_mask=padding, query_padding_mask=padding)
         if grad:
             cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(5))
             (out * cot * valid[..., None, None]).sum().backward()
@@ -422,6 +424,7 @@ def test_blocked_large_no_grad_call_runs_in_chunks(monkeypatch):
     splits it into several chunks, and the result equals the reference."""
     from visionattn.ops.backends import blocked
 
+    monkeypatch.setattr(blocked, "GROUPS", False)  # the general plan (groups: tests/test_ops_groups.py)
     real, seen = blocked._chunks, []
     monkeypatch.setattr(blocked, "_chunks", lambda *a: seen.append(list(real(*a))) or iter(seen[-1]))
     g = torch.Generator().manual_seed(9)

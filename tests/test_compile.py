@@ -24,12 +24,19 @@ def _breaks_in_ops(explanation) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("name", ["vit_tiny_test", "swin_test"])
+# Every test preset traces whole (benchmarks/compile_presets.py explains every registered preset at full size);
+# the slowest to trace (swin, halonet, axial: 25-35 s on a busy 2-core box) only with -m slow.
+FAST_PRESETS = ["vit_tiny_test", "r26_vit_test", "botnet_test", "coatnet_test", "nonlocal_resnet_test",
+                "sasa_resnet_test"]
+SLOW_PRESETS = ["swin_test", "halonet_test", "axial_resnet_test", "exp_attn_resnet_test"]
+
+
+@pytest.mark.parametrize("name", FAST_PRESETS + [pytest.param(n, marks=pytest.mark.slow) for n in SLOW_PRESETS])
 def test_presets_trace_without_graph_breaks(name):
     torch.manual_seed(0)
     model = create_model(name)
     size = model.preset.img_size
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))  # 2 images: BatchNorm in train
     torch._dynamo.reset()
     explanation = torch._dynamo.explain(model)(x)
     assert explanation.graph_break_count == 0, _breaks_in_ops(explanation)
@@ -68,9 +75,28 @@ def test_operator_paths_trace_without_graph_breaks(pattern, position, padded):
     assert explanation.graph_break_count == 0, _breaks_in_ops(explanation)
 
 
-def test_compiled_preset_equals_eager_forward_and_backward():
+def test_pattern_built_inside_the_graph_keeps_its_fields():
+    """A pattern made inside a compiled function (Swin fits its windows per call) reaches the cached plan builders
+    with its own fields: Dynamo used to hand them ``Window(7, 0)`` for ``Window(7, 3)``, so the compiled model ran
+    unshifted windows (silently different outputs)."""
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(1, 14, 14, 2, 8, generator=g)
+    table = torch.randn(2, 13, 13, generator=g)
+
+    def run(q, table, shift):
+        return attention(q, q, q, Window(7, shift), position=RelativeBias(table), backend="blocked")
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        got = torch.compile(run, backend="eager", fullgraph=True)(q, table, 3)
+        torch.testing.assert_close(got, run(q, table, 3), rtol=1e-5, atol=1e-6)
+        assert (got - run(q, table, 0)).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_test", pytest.param("swin_test", marks=pytest.mark.slow)])
+def test_compiled_preset_equals_eager_forward_and_backward(name):
     torch.manual_seed(0)
-    model = create_model("vit_tiny_test")
+    model = create_model(name)
     size = model.preset.img_size
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     torch._dynamo.reset()
@@ -103,3 +129,30 @@ def test_flex_inside_an_outer_compile_has_no_graph_break():
         got = torch.compile(run, backend="eager", fullgraph=True)(q)
         want = run(q, "reference")
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_presets_script_reports_breaks_and_exit_status(capsys, monkeypatch):
+    """``benchmarks/compile_presets.py`` (every registered preset at full size, on meta): a preset that traces whole
+    exits 0; an operator that breaks the graph is reported with its visionattn frame and exits 1."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "compile_presets.py"
+    spec = importlib.util.spec_from_file_location("compile_presets", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--only", "vit_tiny_test"]) == 0
+    assert "1 of 1 presets trace as one graph without breaks" in capsys.readouterr().out
+
+    import visionattn.layers.attention as layer
+
+    real = layer.attention
+
+    def breaking(*args, **kwargs):
+        torch._dynamo.graph_break()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(layer, "attention", breaking)
+    assert script.main(["--only", "vit_tiny_test"]) == 1
+    out = capsys.readouterr().out
+    assert "0 of 1 presets" in out and "layers/attention.py:" in out  # the break is named with its frame

@@ -135,8 +135,12 @@ def _twin(layer: Attention, x: torch.Tensor, key_padding_mask=None) -> torch.Ten
         desc = Rope(position.freqs)
     else:
         desc = None
+    query_padding_mask = None  # self-attention: the queries are the (every q_stride-th) tokens, padded where x is
+    if key_padding_mask is not None:
+        query_padding_mask = key_padding_mask[(slice(None), *(slice(None, None, layer.q_stride) for _ in grid))]
     out = attention(
-        q, k, v, layer.pattern, position=desc, form=layer.form, backend="reference", key_padding_mask=key_padding_mask
+        q, k, v, layer.pattern, position=desc, form=layer.form, backend="reference", key_padding_mask=key_padding_mask,
+        query_padding_mask=query_padding_mask,
     )
     out = out.reshape(*out.shape[:-2], h * d)
     return F.linear(out, layer.proj.weight, layer.proj.bias)

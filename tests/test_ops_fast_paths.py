@@ -25,7 +25,7 @@ from visionattn.ops import (
     attention,
     choose_backend,
 )
-from visionattn.ops.backends import blocked, flex, sdpa
+from visionattn.ops.backends import blocked, flex, sdpa, tile_attention
 from visionattn.ops.call import make_call
 
 HEADS = 2
@@ -112,17 +112,16 @@ def test_relative_logits_width_is_padded_and_equals_the_reference(monkeypatch, c
     pattern, grid = case
     widths = []
     real = sdpa.sdpa
-    monkeypatch.setattr(blocked, "sdpa", lambda q, k, v, *a: widths.append((q.shape[-1], k.shape[-1], v.shape[-1]))
-                        or real(q, k, v, *a))
-    unfolded = head_dim + sum(pattern.axis_tiling(a, n, n, blocked.DEFAULT_TILE[len(grid)]).k_index.shape[1]
-                              for a, n in enumerate(grid))
+    monkeypatch.setattr(tile_attention, "sdpa",
+                        lambda q, k, v, *a: widths.append((q.shape[-1], k.shape[-1], v.shape[-1])) or real(q, k, v, *a))
     plain = _fwd_bwd(pattern, grid, "rel_logits", "blocked", head_dim=head_dim)
-    assert widths and all(w == wk == wv == unfolded for w, wk, wv in widths)  # CPU: no padding, v as wide as q
+    unpadded = [w for w, _, _ in widths]
+    assert widths and all(w == wk == wv > head_dim for w, wk, wv in widths)  # CPU: no padding, v as wide as q
     widths.clear()
     monkeypatch.setattr(sdpa, "WIDTH_PAD_DEVICES", ("cpu",))
     padded = _fwd_bwd(pattern, grid, "rel_logits", "blocked", head_dim=head_dim)
     assert widths and all(w % sdpa.WIDTH_MULTIPLE == 0 and w == wk == wv for w, wk, wv in widths)  # CPU: v too
-    assert widths[0][0] == -(-unfolded // 8) * 8
+    assert [w for w, _, _ in widths] == [-(-w // 8) * 8 for w in unpadded]
     _assert_equal(padded, _fwd_bwd(pattern, grid, "rel_logits", "reference", head_dim=head_dim))
     _assert_equal(padded, plain)
 
@@ -143,13 +142,13 @@ def test_learnable_bias_in_sdpa_with_aligned_masks_equals_the_reference(monkeypa
     def forbidden(*args, **kwargs):
         raise AssertionError("biased_attention used where SDPA differentiates the mask")
 
-    monkeypatch.setattr(blocked, "biased_attention", forbidden)
+    monkeypatch.setattr(tile_attention, "biased_attention", forbidden)
     strides = []
     real = sdpa.sdpa
-    monkeypatch.setattr(blocked, "sdpa", lambda q, k, v, mask, scale: strides.append(mask.stride(-2))
-                        or real(q, k, v, mask, scale))
+    monkeypatch.setattr(tile_attention, "sdpa", lambda q, k, v, mask, scale: strides.append(
+        (mask.stride(-2), mask.shape[-2])) or real(q, k, v, mask, scale))
     _assert_equal(_fwd_bwd(pattern, grid, "rel_bias", "blocked", padding), want)
-    assert strides and all(s % sdpa.MASK_ALIGN == 0 for s in strides)
+    assert strides and all(s % sdpa.MASK_ALIGN == 0 or rows == 1 for s, rows in strides)  # 1 row: no row stride
 
 
 def test_batch_mask_aligns_rows_and_keeps_values():
@@ -246,11 +245,18 @@ def test_flex_compiles_once_per_plan(monkeypatch):
     flex.flex_plan.cache_clear()
 
 
-def test_blocked_plan_is_built_once_per_key():
-    blocked._plan.cache_clear()
+@pytest.mark.parametrize("groups", [True, False], ids=["group-plan", "general-plan"])
+def test_blocked_plan_is_built_once_per_key(monkeypatch, groups):
+    from visionattn.ops.backends import blocked_groups
+
+    monkeypatch.setattr(blocked, "GROUPS", groups)
+    built = blocked_groups.group_plan if groups else blocked._plan
+    built.cache_clear()
     q, k, v = _inputs(Window(3, 1), (7, 8))
     for _ in range(3):
         attention(q, k, v, Window(3, 1), backend="blocked")
-    info = blocked._plan.cache_info()
+    info = built.cache_info()
     assert info.misses == 1 and info.hits >= 2
     assert blocked._plan(Window(3, 1), (7, 8), (7, 8), 8, "cpu").n == (3, 4)  # shifted: 3 × 4 windows
+    segments = blocked_groups.group_plan(Window(3, 1), (7, 8), (7, 8), 8, "cpu").segments
+    assert [[(s.count, s.q_size) for s in axis] for axis in segments] == [[(1, 1), (2, 3)], [(1, 1), (2, 3), (1, 1)]]

@@ -384,7 +384,8 @@ def test_prepare_call_zeroes_padding_and_applies_rope():
     pad = torch.zeros(2, 3, 4, dtype=torch.bool)
     pad[0, 2, :] = pad[1, :, 3] = True
     freqs = rope_frequencies(8, 2)
-    call = prepare_call(q, k, v, Neighborhood(3), position=Rope(freqs), key_padding_mask=pad)
+    # separate q and k tensors: self-attention is said with query_padding_mask (q is k would imply it)
+    call = prepare_call(q, k, v, Neighborhood(3), position=Rope(freqs), key_padding_mask=pad, query_padding_mask=pad)
     assert call.form == "softmax" and call.scale == pytest.approx(8 ** -0.5) and call.key_padding_mask is pad
     coords = (torch.arange(3), torch.arange(4))
     keep = ~pad[..., None, None]

@@ -179,7 +179,9 @@ def _run(case: Case, backend: str, fill: float | None) -> list[torch.Tensor]:
             q = torch.where(where, fill, q)
     inputs = [t.to(case.dtype).requires_grad_() for t in (q, k, v)]
     position, leaves = _position(case, g)
-    out = attention(*inputs, case.pattern, position=position, backend=backend, key_padding_mask=pad)
+    self_attention = pad is not None and q_grid == case.grid  # the queries are the tokens: padded where they are
+    out = attention(*inputs, case.pattern, position=position, backend=backend, key_padding_mask=pad,
+                    query_padding_mask=pad if self_attention else None)
     cotangent = torch.randn(out.shape, generator=torch.Generator().manual_seed(case.seed + 2))
     (out.float() * cotangent).sum().backward()
     return [out.float()] + [t.grad.float() for t in inputs + leaves]

@@ -20,13 +20,16 @@ Memory (:func:`saved_bytes`) is an *execution's* property, so the model names th
     sums and their clamp ``2 · 4·B·h·N_q``, the same bool masks. Quadratic in N. Positions are not modelled here.
 ``blocked-flash`` (the blocked backend when SDPA takes the fused CPU flash kernel: ``head_dim == v_dim``)
     per tile: q, k, v tiles, the output and the float32 log-sum-exp, ``4·B·T·h·(Tq·d + Tk·d + Tk·e + Tq·e + Tq)``,
-    plus the float mask ``4·B·T·Tq·Tk`` when the tiles hold disallowed or out-of-grid slots; ``T`` tiles of ``Tq``
-    query and ``Tk`` key slots come from the pattern's own ``axis_tiling`` (the padded slots are counted: they are
-    allocated). Linear in N for local patterns; ``O(N·d)`` even for Global (one tile).
+    plus the float mask when the tiles hold disallowed or out-of-grid slots: ``4·Tq·Tk`` once per group of equal
+    tiles (the group plan), ``4·B·T·Tq·Tk`` on the general plan. ``T`` tiles of ``Tq`` query and ``Tk`` key slots
+    per set of equal tiles come from the backend itself (:func:`visionattn.ops.blocked_tile_sets`; the general
+    plan's padded slots are counted: they are allocated). Linear in N for local patterns; ``O(N·d)`` even for
+    Global (one tile).
 ``blocked-math`` (the blocked backend's own matmul-softmax-matmul when ``v_dim != head_dim`` on CPU)
     per tile: ``q·scale``, kᵀ, the float32 weights and v, ``4·B·T·h·(Tq·d + Tk·d + Tq·Tk + Tk·e)``.
 ``blocked-biased`` (the blocked backend with a learnable RelativeBias: its own biased attention)
-    the int64 table index ``8·T·Tq·Tk``, the bool mask, q, k, v tiles and the float32 weights.
+    the int64 table index (``8·Tq·Tk`` per group; ``8·T·Tq·Tk`` and a bool mask on the general plan), q, k, v
+    tiles and the float32 weights.
 ``linear`` (the linear backend, Global, linear form): ``q·scale`` and k (input layout), copies of φ(k), v and
     twice φ(q) (one per einsum), ``Σφ(k)``, ``KᵀV``, the normaliser and its clamp, the numerator:
     ``4·B·h·(3·N_q·d + 2·N_k·d + N_k·e + d + d·e + 2·N_q + N_q·e)``. Linear in N.
@@ -166,35 +169,32 @@ def default_execution(pattern: Pattern, form: str = "softmax", head_dim: int = 3
 
 @dataclass(frozen=True)
 class BlockedTiles:
-    """The blocked backend's tiling of one call: ``tiles`` query tiles of ``q_slots`` queries, each with a key box
-    of ``k_slots`` keys (out-of-grid slots included); ``masked``: some slot pair is disallowed, so a mask exists;
-    ``axes``: per grid axis ``(tiles, query slots, key slots)``."""
+    """One set of equal tiles the blocked backend runs for a call: ``tiles`` query tiles (per image) of ``q_slots``
+    queries, each with a key box of ``k_slots`` keys (out-of-grid slots included); ``masked``: some slot pair is
+    disallowed, so a mask exists; ``shared_mask``: that mask is one ``(Tq, Tk)`` matrix for every tile and image
+    (the group plan), else one per tile and image; ``axes``: per grid axis ``(tiles whose offsets are stored, query
+    slots, key slots)``; ``output_view``: the call returns a view of the saved attention output."""
 
     tiles: int
     q_slots: int
     k_slots: int
     masked: bool
     axes: tuple[tuple[int, int, int], ...]
+    shared_mask: bool = False
+    output_view: bool = False
 
 
-def blocked_tiles(pattern: Pattern, q_grid, kv_grid, tile: int | None = None) -> BlockedTiles:
-    """Tile counts from the pattern's per-axis ``axis_tiling`` (the blocked backend's own plan; ``tile`` defaults
-    to its ``DEFAULT_TILE`` for the grid's dims) and whether every (query slot, key slot) pair is allowed."""
-    from ..ops import BLOCKED_DEFAULT_TILE as DEFAULT_TILE
+def blocked_tiles(pattern: Pattern, q_grid, kv_grid, tile: int | None = None) -> tuple[BlockedTiles, ...]:
+    """The blocked backend's own tile sets for a call (:func:`visionattn.ops.blocked_tile_sets`: one per group of
+    equal tiles, or the general plan's one set); ``tile`` defaults to its ``BLOCKED_DEFAULT_TILE`` for the grid's
+    dims."""
+    from ..ops import blocked_tile_sets
 
     q_grid, kv_grid = _grid(q_grid, "q_grid"), _grid(kv_grid)
     if not pattern.separable:
         raise ValueError(f"{pattern} is not separable: the blocked backend does not run it (use 'reference')")
-    tile = DEFAULT_TILE[len(kv_grid)] if tile is None else tile
-    axes, masked = [], False
-    for a, (lq, lk) in enumerate(zip(q_grid, kv_grid, strict=True)):
-        t = pattern.axis_tiling(a, lq, lk, tile)
-        axes.append((t.q_index.shape[0], t.q_index.shape[1], t.k_index.shape[1]))
-        qi, kj = t.q_index[:, :, None], t.k_index[:, None, :]
-        one = pattern.axis_allowed(a, qi.clamp_min(0), kj.clamp_min(0), lq, lk) & (qi >= 0) & (kj >= 0)
-        masked = masked or not bool(one.all())
-    tiles, q_slots, k_slots = (math.prod(x) for x in zip(*axes, strict=True))
-    return BlockedTiles(tiles, q_slots, k_slots, masked, tuple(axes))
+    return tuple(BlockedTiles(t.tiles, t.q_slots, t.k_slots, t.masked, t.axes, t.shared_mask, t.output_view)
+                 for t in blocked_tile_sets(pattern, q_grid, kv_grid, tile))
 
 
 def _check_execution(pattern: Pattern, s: _Shape, execution: str, position: str | None) -> None:
@@ -235,21 +235,29 @@ def saved_bytes(pattern: Pattern, grid, *, heads: int, head_dim: int, v_dim: int
         return F32 * B * h * (2 * nq * d + 2 * nk * d + nk * e + 2 * nq + 2 * nq * nk) + masks
     if execution == "linear":
         return F32 * B * h * (3 * nq * d + 2 * nk * d + nk * e + d + d * e + 2 * nq + nq * e)
-    t = blocked_tiles(pattern, s.q_grid, s.kv_grid, tile)
+    radius = pattern.max_offset(s.kv_grid) if radius is None else tuple(radius)
+    return sum(_tiles_saved(t, execution, position, B, h, d, e, radius)
+               for t in blocked_tiles(pattern, s.q_grid, s.kv_grid, tile))
+
+
+def _tiles_saved(t: BlockedTiles, execution: str, position: str | None, B: int, h: int, d: int, e: int,
+                 radius: tuple[int, ...]) -> int:
+    """Bytes one set of equal tiles saves for backward (module docstring)."""
     per_head, pairs = B * t.tiles * h, t.tiles * t.q_slots * t.k_slots
     tq, tk = t.q_slots, t.k_slots
-    if execution == "blocked-biased":  # flat table index, bool mask, q, k, v tiles, float32 weights
-        return 8 * pairs + (pairs if t.masked else 1) + F32 * per_head * (tq * d + tk * d + tk * e + tq * tk)
+    index = t.q_slots * t.k_slots if t.shared_mask else pairs  # relative-bias index: once per group, else per tile
+    if execution == "blocked-biased":  # flat table index, bool mask (general plan), q, k, v tiles, float32 weights
+        mask = 0 if t.shared_mask else (pairs if t.masked else 1)
+        return 8 * index + mask + F32 * per_head * (tq * d + tk * d + tk * e + tq * tk)
     extra, widen = 0, 0
     if position == "relative_logits":  # q·r per axis folded into the dot product: q, k, v widened by Σ K_a
-        radius = pattern.max_offset(s.kv_grid) if radius is None else tuple(radius)
         widen = sum(k for _, _, k in t.axes)
         extra = F32 * per_head * tq * (d + sum(2 * r + 1 for r in radius))  # q tiles and q·rᵀ kept by the gathers
         extra += 8 * sum(n * q * k for n, q, k in t.axes)  # int64 gather index per axis
     dq, dv = d + widen, e + widen
     if execution == "blocked-math":
         return F32 * per_head * (tq * dq + tk * dq + tq * tk + tk * dv) + extra
-    mask = F32 * B * pairs if t.masked else 0
+    mask = (F32 * tq * tk if t.shared_mask else F32 * B * pairs) if t.masked else 0
     return F32 * per_head * (tq * dq + tk * dq + tk * dv + tq * dv + tq) + mask + extra
 
 
@@ -271,10 +279,10 @@ def peak_bytes(pattern: Pattern, grid, *, heads: int, head_dim: int, v_dim: int 
         return saved + grads + out + 2 * F32 * B * h * nq * nk
     if execution == "linear":
         return saved + grads + out
-    t = blocked_tiles(pattern, s.q_grid, s.kv_grid, tile)
+    sets = blocked_tiles(pattern, s.q_grid, s.kv_grid, tile)
     if execution == "blocked-flash":
-        return saved + grads + F32 * B * t.tiles * h * (t.q_slots * d + t.k_slots * (d + e))
-    return saved + grads + out + 2 * F32 * B * t.tiles * h * t.q_slots * t.k_slots
+        return saved + grads + sum(F32 * B * t.tiles * h * (t.q_slots * d + t.k_slots * (d + e)) for t in sets)
+    return saved + grads + out + sum(2 * F32 * B * t.tiles * h * t.q_slots * t.k_slots for t in sets)
 
 
 @dataclass(frozen=True)
@@ -376,7 +384,8 @@ class _AttentionSaved:
                                   radius=radius)
         self.calls += 1
         out = call.v.new_zeros((B, *call.q_grid, heads, e))
-        if execution == "blocked-flash" and blocked_tiles(call.pattern, call.q_grid, call.kv_grid).tiles == 1:
+        if execution == "blocked-flash" and any(t.output_view for t in blocked_tiles(call.pattern, call.q_grid,
+                                                                                      call.kv_grid)):
             self.shared.add(out.untyped_storage()._cdata)
             self.keep.append(out)
         return out

@@ -220,11 +220,14 @@ class Attention(nn.Module):
         query_pos: Tensor | None = None,
         key_pos: Tensor | None = None,
         pattern: Pattern | None = None,
+        query_padding_mask: Tensor | None = None,
     ) -> Tensor:
         """x ``(B, *grid, dim)`` → ``(B, *q_grid, dim)``.
 
         context: ``(B, *kv_grid, kv_dim)`` keys/values for cross-attention (default: x itself).
         key_padding_mask: ``(B, *kv_grid)`` bool, True = padding (never attended), over the context.
+        query_padding_mask: ``(B, *q_grid)`` bool, True = padded query (its output is zeros). Default: for
+            self-attention the key padding mask at the query tokens; for cross-attention none.
         query_pos / key_pos: embeddings added to the inputs of the query / key projections only (broadcastable
             to x / the context); values are projected from the plain inputs (DETR).
         pattern: this call's pattern instead of the layer's (e.g. Swin's window clipped to a small grid); its
@@ -236,13 +239,9 @@ class Attention(nn.Module):
         elif not isinstance(pattern, Pattern):
             raise TypeError(f"pattern must be a visionattn.ops Pattern or None, got {pattern!r}")
         q, k, v = self._project(x, context, query_pos, key_pos)
-        if (context is not None and isinstance(key_padding_mask, Tensor) and q.shape[1:-2] == k.shape[1:-2]
-                and key_padding_mask.dtype == torch.bool and key_padding_mask.shape == k.shape[:-2]):
-            # The operator reads equal grids as self-attention and also zeroes the queries at padded keys; a
-            # cross-attention query is never padding. One more key on the last grid axis, always masked, keeps the
-            # grids apart without changing the result (until the operator takes an explicit query mask).
-            k, v = (F.pad(t, (0, 0, 0, 0, 0, 1)) for t in (k, v))  # (B, ..., L_last + 1, h, d)
-            key_padding_mask = F.pad(key_padding_mask, (0, 1), value=True)  # (B, ..., L_last + 1)
+        if query_padding_mask is None and context is None and isinstance(key_padding_mask, Tensor):
+            # self-attention: the queries are tokens of x (every q_stride-th one), padding where x is padding
+            query_padding_mask = key_padding_mask[(slice(None), *(slice(None, None, self.q_stride),) * (x.ndim - 2))]
         position = None if self.position is None else self.position.descriptor()
         if self.resize_position and position is not None:
             position = resize_relative(position, pattern.max_offset(tuple(k.shape[1:-2])))
@@ -255,6 +254,7 @@ class Attention(nn.Module):
             form=self.form,
             backend=self.backend,
             key_padding_mask=key_padding_mask,
+            query_padding_mask=query_padding_mask,
         )  # (B, *q_grid, h, d)
         out = out.flatten(-2)  # (B, *q_grid, h * d)
         return self.proj_drop(self.proj(out))  # (B, *q_grid, dim)

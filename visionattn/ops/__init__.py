@@ -6,6 +6,8 @@ Public names only: code outside ``ops`` (layers, models, analysis, experiments) 
 
 from .backends import BACKENDS, neighborhood_tile
 from .backends import DEFAULT_TILE as BLOCKED_DEFAULT_TILE
+from .backends import TileSet as BlockedTileSet
+from .backends import tile_sets as blocked_tile_sets
 from .call import AttentionCall
 from .dispatch import (
     BackendUnavailable,
@@ -22,6 +24,7 @@ from .probs import attention_probs, feature_map
 __all__ = [
     "BACKENDS",
     "BLOCKED_DEFAULT_TILE",
+    "BlockedTileSet",
     "AttentionCall",
     "Axial",
     "BackendUnavailable",
@@ -39,6 +42,7 @@ __all__ = [
     "attention",
     "attention_probs",
     "axial_patterns",
+    "blocked_tile_sets",
     "choose_backend",
     "feature_map",
     "intercept_attention",

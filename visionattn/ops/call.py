@@ -33,6 +33,7 @@ class AttentionCall:
     form: str
     scale: float
     key_padding_mask: Tensor | None  # (B, *kv_grid) bool, True = padding (never attended)
+    query_padding_mask: Tensor | None = None  # (B, *q_grid) bool, True = padding (input never read, output zeros)
 
     @property
     def q_grid(self) -> Grid:
@@ -55,8 +56,21 @@ def _shape(t: Tensor) -> tuple[int, ...]:
     return tuple(t.shape)
 
 
-def make_call(q, k, v, pattern, position, form, scale, key_padding_mask) -> AttentionCall:
-    """Validate the arguments of :func:`visionattn.ops.attention` and build the call."""
+def _padding_mask(name: str, mask, expected: tuple[int, ...], device) -> Tensor | None:
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"{name} must be a bool tensor, got {type(mask).__name__}")
+    if mask.dtype != torch.bool or tuple(mask.shape) != expected:
+        raise ValueError(f"{name} must be bool {expected} (True = padding), got {mask.dtype} {_shape(mask)}")
+    return mask.to(device)
+
+
+def make_call(q, k, v, pattern, position, form, scale, key_padding_mask,
+              query_padding_mask=None) -> AttentionCall:
+    """Validate the arguments of :func:`visionattn.ops.attention` and build the call. Without a
+    ``query_padding_mask``, self-attention written as ``q is k`` (one tensor for both) takes the key padding mask
+    for its queries too; any other call has no padded queries unless it says so."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -87,20 +101,14 @@ def make_call(q, k, v, pattern, position, form, scale, key_padding_mask) -> Atte
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     q_grid, kv_grid = static_shape(q.shape[1:-2]), static_shape(k.shape[1:-2])
     pattern.check(q_grid, kv_grid)
-    if key_padding_mask is not None:
-        if not isinstance(key_padding_mask, Tensor):
-            raise TypeError(f"key_padding_mask must be a bool tensor, got {type(key_padding_mask).__name__}")
-        expected = (k.shape[0], *kv_grid)
-        if key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != expected:
-            raise ValueError(
-                f"key_padding_mask must be bool {expected} (True = padding), "
-                f"got {key_padding_mask.dtype} {_shape(key_padding_mask)}"
-            )
-        key_padding_mask = key_padding_mask.to(q.device)
+    key_padding_mask = _padding_mask("key_padding_mask", key_padding_mask, (k.shape[0], *kv_grid), q.device)
+    if query_padding_mask is None and key_padding_mask is not None and q is k and q_grid == kv_grid:
+        query_padding_mask = key_padding_mask  # one tensor for queries and keys: self-attention
+    query_padding_mask = _padding_mask("query_padding_mask", query_padding_mask, (q.shape[0], *q_grid), q.device)
     _check_position(position, pattern, q, kv_grid)
     if scale is None:
         scale = 1.0 if form == "linear" else 1.0 / math.sqrt(q.shape[-1])
-    return AttentionCall(q, k, v, pattern, position, form, float(scale), key_padding_mask)
+    return AttentionCall(q, k, v, pattern, position, form, float(scale), key_padding_mask, query_padding_mask)
 
 
 def _check_position(position, pattern: Pattern, q: Tensor, kv_grid: Grid) -> None:

@@ -58,6 +58,7 @@ def attention(
     backend: str = "auto",
     scale: float | None = None,
     key_padding_mask: Tensor | None = None,
+    query_padding_mask: Tensor | None = None,
 ) -> Tensor:
     """The universal mixing operator.
 
@@ -67,17 +68,23 @@ def attention(
     ``RelativeBias``, ``RelativeLogits`` or ``Rope`` descriptor. form: ``'softmax'`` or ``'linear'``
     (``φ(q)·φ(k)`` weights, φ = elu + 1, normalised per query). scale: logit scale, default
     ``head_dim ** -0.5`` for softmax and 1 for linear. key_padding_mask: ``(B, *kv_grid)`` bool, True
-    marks padding that is never attended (its inputs are zeroed first, so NaN padding is harmless).
+    marks keys that are never attended (their k and v are zeroed first, so NaN padding is harmless).
+    query_padding_mask: ``(B, *q_grid)`` bool, True marks queries that are padding: their q is zeroed first and
+    their output is zeros (no gradient reaches their q). Default: the key padding mask when ``q is k`` (one
+    tensor: self-attention), else no padded query — pass it for self-attention with separate q and k tensors
+    (``layers.Attention`` does), never for cross-attention between two grids of equal size unless meant.
     backend: ``'auto'`` or one of ``reference``, ``blocked``, ``flex``, ``linear``.
 
-    Returns ``(B, *q_grid, heads, v_dim)``. A query with no allowed key outputs zeros.
+    Returns ``(B, *q_grid, heads, v_dim)``. A query with no allowed key outputs zeros, and so does a padded query.
     """
-    call = make_call(q, k, v, pattern, position, form, scale, key_padding_mask)
+    call = make_call(q, k, v, pattern, position, form, scale, key_padding_mask, query_padding_mask)
     call = _prepare(call)
     handler = _INTERCEPT.get()
     if handler is not None:
         return handler(call)
     out = choose_backend(call, backend).run(call)
+    if call.query_padding_mask is not None:
+        out = out.masked_fill(call.query_padding_mask[..., None, None], 0.0)
     observer = _OBSERVE.get()
     if observer is not None:
         observer(call, out)
@@ -94,28 +101,31 @@ def prepare_call(
     form: str = "softmax",
     scale: float | None = None,
     key_padding_mask: Tensor | None = None,
+    query_padding_mask: Tensor | None = None,
 ) -> AttentionCall:
     """The validated, prepared :class:`AttentionCall` that :func:`attention` would hand its backend (arguments as
     :func:`attention`; RoPE applied to q and k, padded entities zeroed). Pass it to
     :func:`visionattn.ops.attention_probs` for the attention probabilities of the call."""
-    return _prepare(make_call(q, k, v, pattern, position, form, scale, key_padding_mask))
+    return _prepare(make_call(q, k, v, pattern, position, form, scale, key_padding_mask, query_padding_mask))
 
 
 def _prepare(call: AttentionCall) -> AttentionCall:
-    """Rotary positions and key padding act on the inputs, identically for every backend."""
+    """Rotary positions and padding act on the inputs, identically for every backend: padded keys, values and
+    queries are zeroed (the output of padded queries is zeroed after the backend, in :func:`attention`)."""
     q, k, v = call.q, call.k, call.v
     if call.key_padding_mask is not None:
         keep = (~call.key_padding_mask)[..., None, None]
         k, v = torch.where(keep, k, 0.0), torch.where(keep, v, 0.0)
-        if call.q_grid == call.kv_grid:  # self-attention: padded queries carry no signal either
-            q = torch.where(keep, q, 0.0)
+    if call.query_padding_mask is not None:
+        q = torch.where(call.query_padding_mask[..., None, None], 0.0, q)
     if isinstance(call.position, Rope):
         pattern, device = call.pattern, q.device
         q = call.position.rotate(q, tuple(pattern.query_coords(a, n, device=device) for a, n in enumerate(call.q_grid)))
         k = call.position.rotate(k, tuple(torch.arange(n, device=device) for n in call.kv_grid))
     if q is call.q and k is call.k and v is call.v:
         return call
-    return AttentionCall(q, k, v, call.pattern, call.position, call.form, call.scale, call.key_padding_mask)
+    return AttentionCall(q, k, v, call.pattern, call.position, call.form, call.scale, call.key_padding_mask,
+                         call.query_padding_mask)
 
 
 def choose_backend(call: AttentionCall, backend: str = "auto"):

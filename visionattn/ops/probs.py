@@ -85,9 +85,9 @@ def attention_probs(call: AttentionCall, rows: Tensor | Sequence[int] | None = N
 
     rows: flat query indices ``(Q,)`` into the raster-flattened ``call.q_grid`` (None: every query). Returns float32
     ``(B, heads, Q, N_k)`` on the call's device. Each row sums to 1 over its allowed, unpadded keys; a query with no
-    allowed key is all zeros (the operator outputs zeros there). Only the asked rows are computed: separable
-    patterns build their row masks per axis, never the ``N_q × N_k`` mask. Differentiable in q, k and the position
-    tensors. ``attention_probs(call) @ v`` is the reference backend."""
+    allowed key, or a padded query, is all zeros (the operator outputs zeros there). Only the asked rows are
+    computed: separable patterns build their row masks per axis, never the ``N_q × N_k`` mask. Differentiable in q,
+    k and the position tensors. ``attention_probs(call) @ v`` is the reference backend."""
     rows = _rows(call, rows)
     device, B, heads = call.q.device, call.q.shape[0], call.heads
     nq, nk = math.prod(call.q_grid), math.prod(call.kv_grid)
@@ -103,6 +103,10 @@ def attention_probs(call: AttentionCall, rows: Tensor | Sequence[int] | None = N
     if call.key_padding_mask is not None:
         mask = mask & ~call.key_padding_mask.reshape(B, 1, 1, nk)
     has_key = mask.any(-1, keepdim=True)  # (., ., Q, 1)
+    if call.query_padding_mask is not None:  # padded queries attend to nothing (the operator outputs zeros)
+        padded = call.query_padding_mask.reshape(B, nq)
+        padded = padded if rows is None else padded[:, rows.to(device)]
+        has_key = has_key & ~padded[:, None, :, None]  # (B, 1, Q, 1)
     if call.form == "softmax":
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * call.scale  # (B, h, Q, N_k)
         bias = dense_bias(call, q, rows)

@@ -13,6 +13,7 @@ int, specialising the graph on it: plans need concrete grid sizes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 from collections.abc import Callable
@@ -32,18 +33,44 @@ def trace_constant(maxsize: int | None = 128) -> Callable[[F], F]:
     def wrap(fn: F) -> F:
         # The result travels in a 1-tuple: Dynamo gives a constant container a unique name, but would name a bare
         # tensor result after the function, so two such tensors in one graph would clash.
-        cached = functools.lru_cache(maxsize=maxsize)(lambda *args: (_static_tensors(_on_host(fn, args)),))
+        cached = functools.lru_cache(maxsize=maxsize)(
+            lambda *args: (_static_tensors(_on_host(fn, tuple(_thaw(a) for a in args))),))
         constant = torch.compiler.assume_constant_result(lambda *args: cached(*args))
 
         @functools.wraps(fn)
         def call(*args):
-            return constant(*args)[0]
+            return constant(*[_freeze(a) for a in args])[0]
 
         call.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
         call.cache_info = cached.cache_info  # type: ignore[attr-defined]
         return call
 
     return wrap
+
+
+_FROZEN = "visionattn.static.frozen_dataclass"
+
+
+def _freeze(value):
+    """A frozen dataclass that compares by value (a pattern) as plain data ``(marker, class, ((field, value), ...))``.
+
+    Dynamo hands an object built *inside* a compiled region (``Window(7, shift)`` in a model's forward) to an
+    ``assume_constant_result`` function with its fields at their defaults (``Window(7, 0)``): the plan of another
+    pattern would run. Its fields, read in the traced code, are right; so the object travels as its fields and
+    :func:`_thaw` rebuilds it where the builder runs."""
+    if value is None or isinstance(value, (bool, int, float, str, tuple, torch.dtype, torch.device, type)):
+        return value
+    params = getattr(type(value), "__dataclass_params__", None)
+    if params is None or not (params.frozen and params.eq):
+        return value
+    fields = [(f.name, _freeze(getattr(value, f.name))) for f in dataclasses.fields(value) if f.init]
+    return (_FROZEN, type(value), tuple(fields))
+
+
+def _thaw(value):
+    if isinstance(value, tuple) and len(value) == 3 and value[0] == _FROZEN:
+        return value[1](**{name: _thaw(v) for name, v in value[2]})
+    return value
 
 
 def _on_host(fn: Callable, args: tuple):

@@ -1,7 +1,7 @@
 """Backends of the operator, in the order ``backend='auto'`` tries them on each device type."""
 
 from .base import Backend
-from .blocked import BLOCKED, DEFAULT_TILE, neighborhood_tile
+from .blocked import BLOCKED, DEFAULT_TILE, TileSet, neighborhood_tile, tile_sets
 from .flex import FLEX
 from .linear import LINEAR
 from .reference import REFERENCE
@@ -12,4 +12,4 @@ AUTO_ORDER = {
     "cuda": ("blocked", "flex", "linear", "reference"),
 }
 
-__all__ = ["AUTO_ORDER", "BACKENDS", "DEFAULT_TILE", "Backend", "neighborhood_tile"]
+__all__ = ["AUTO_ORDER", "BACKENDS", "DEFAULT_TILE", "Backend", "TileSet", "neighborhood_tile", "tile_sets"]
