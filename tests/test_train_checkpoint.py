@@ -327,3 +327,18 @@ def test_seed_everything_seeds_python_numpy_and_torch_to_known_streams():
         seed_everything(seed + 1)  # something else first
         seed_everything(seed)
         assert (random.random(), float(np.random.rand()), float(torch.rand(()))) == expected
+
+
+def test_restore_weights_of_another_architecture_names_the_checkpoint_weights():
+    """A checkpoint of another architecture is a ValueError that says whose keys do not fit (not a bare
+    ``load_state_dict`` error), and nothing is loaded into the model or the optimizer."""
+    from visionattn.train.state import capture_weights, restore_weights
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    other = torch.nn.Sequential(torch.nn.Linear(3, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    weights, optim = capture_weights(other, other, torch.optim.SGD(other.parameters(), lr=0.1), fsdp=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"(?s)the checkpoint's weights does not fit Sequential.*missing keys \(2\).*1\.weight"):
+        restore_weights(model, model, opt, weights, optim, fsdp=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
