@@ -339,6 +339,7 @@ def test_restore_weights_of_another_architecture_names_the_checkpoint_weights():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     weights, optim = capture_weights(other, other, torch.optim.SGD(other.parameters(), lr=0.1), fsdp=False)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match=r"(?s)the checkpoint's weights does not fit Sequential.*missing keys \(2\).*1\.weight"):
+    expected = r"(?s)the checkpoint's weights does not fit Sequential.*missing keys \(2\).*1\.weight"
+    with pytest.raises(ValueError, match=expected):
         restore_weights(model, model, opt, weights, optim, fsdp=False)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
