@@ -65,7 +65,9 @@ def test_nan_after_the_sequence_never_leaks(backend):
     for fill, mask in ((float("nan"), padding), (7.0, padding), (1e3, None)):
         q, k, v = (torch.randn(2, 9, HEADS, HEAD_DIM, generator=torch.Generator().manual_seed(s)) for s in range(3))
         q, k, v = (torch.where(padding[..., None, None], fill, t).requires_grad_() for t in (q, k, v))
-        out = attention(q, k, v, Causal(), backend=backend, key_padding_mask=mask)
+        # self-attention through separate q, k tensors: say which queries are padding (the operator only infers it
+        # when q is k)
+        out = attention(q, k, v, Causal(), backend=backend, key_padding_mask=mask, query_padding_mask=mask)
         cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(5))
         (out.masked_fill(padding[..., None, None], 0) * cot).sum().backward()
         valid = ~padding
