@@ -21,7 +21,7 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-# mutation testing (not in CI: slow); docs/testing.md. GROUPS: some of ops checkpoint state images cli (default all)
+# mutation testing (not in CI: slow); docs/testing.md. GROUPS: some of ops checkpoint state images detection cli (default all)
 mutants: $(STAMP)
 	$(BIN)/python .ci/mutants.py run $(GROUPS)
 
