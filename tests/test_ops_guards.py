@@ -436,3 +436,23 @@ def test_linear_backend_says_why_it_refuses_a_relative_position():
     with pytest.raises(BackendUnavailable) as info:
         attention(q, q, q, Global(), form="linear", backend="linear", position=RelativeBias(table))
     assert "linear: no logits to add a relative position to (use Rope or no position)" in str(info.value)
+
+
+def test_auto_follows_the_cpu_order_and_a_refusal_lists_who_accepts():
+    """On CPU ``auto`` tries blocked, linear, reference, flex in that order (CUDA puts flex second): a Strided
+    softmax call without gradients, which blocked refuses and both reference and flex accept, runs on the reference.
+    A forced backend that refuses names every other backend with its reason, or "accepts this call"."""
+    from visionattn.ops import Strided
+    from visionattn.ops.dispatch import choose_backend
+
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 16, HEADS, HEAD_DIM, generator=g) for _ in range(3))
+    call = make_call(q, k, v, Strided(local=2, stride=4), None, "softmax", None, None)
+    with torch.no_grad():
+        assert choose_backend(call, "auto").name == "reference"
+        assert choose_backend(call, "flex").name == "flex"  # flex would take it: the order decides
+    with pytest.raises(BackendUnavailable) as info:
+        choose_backend(call, "blocked")
+    lines = dict(line.strip().split(": ", 1) for line in str(info.value).splitlines()[1:])
+    assert lines["reference"] == "accepts this call"
+    assert "not separable" in lines["blocked"] and lines["linear"] != "accepts this call"
