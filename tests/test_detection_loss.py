@@ -211,3 +211,13 @@ def test_box_count_of_one_process():
     assert float(count_boxes([{"labels": torch.zeros(2)}, {"labels": torch.zeros(3)}], torch.device("cpu"))) == 5
     assert float(count_boxes([{"labels": torch.zeros(0)}], torch.device("cpu"))) == 1.0  # clamped: no 0 division
     assert not math.isnan(float(count_boxes([], torch.device("cpu"))))
+
+
+@pytest.mark.parametrize("costs", [(-1.0, 5.0, 2.0), (1.0, -0.5, 2.0), (1.0, 5.0, -2.0), (0.0, 0.0, 0.0)])
+def test_matcher_refuses_negative_or_all_zero_costs(costs):
+    """A negative weight would reward bad matches and all-zero weights make every assignment equal: both are named
+    errors; a zero weight beside positive ones is a valid choice (DETR ablates single terms)."""
+    with pytest.raises(ValueError, match=r"HungarianMatcher: costs must be >= 0 and not all 0, got class"):
+        HungarianMatcher(*costs)
+    for valid in ((0.0, 5.0, 2.0), (1.0, 0.0, 0.0), (0.0, 0.0, 2.0), (0.5, 1.0, 1.0)):
+        HungarianMatcher(*valid)
