@@ -456,3 +456,26 @@ def test_auto_follows_the_cpu_order_and_a_refusal_lists_who_accepts():
     lines = dict(line.strip().split(": ", 1) for line in str(info.value).splitlines()[1:])
     assert lines["reference"] == "accepts this call"
     assert "not separable" in lines["blocked"] and lines["linear"] != "accepts this call"
+
+
+def test_attention_probs_rows_are_checked_and_padded_queries_are_zero():
+    """``attention_probs``: a row index outside ``[0, N_q)`` (either end, and exactly N_q) is a named error; padded
+    queries (``query_padding_mask``) give all-zero rows, also when rows are selected, while the other rows still
+    sum to 1 over the unpadded keys."""
+    g = torch.Generator().manual_seed(11)
+    q, k, v = (torch.randn(2, 4, 4, HEADS, HEAD_DIM, generator=g) for _ in range(3))
+    padding = torch.zeros(2, 4, 4, dtype=torch.bool)
+    padding[0, 3, :] = True  # image 0: its last row of the grid is padding
+    call = prepare_call(q, k, v, Window(2), key_padding_mask=padding, query_padding_mask=padding)
+    for bad in ([16], [-1], [0, 16], [-1, 3]):
+        with pytest.raises(ValueError, match=r"rows must index the 16 queries of grid \(4, 4\).*got range"):
+            attention_probs(call, bad)
+    probs = attention_probs(call)  # (B, h, 16, 16)
+    flat = padding.reshape(2, 16)
+    assert probs[0][:, flat[0]].abs().sum() == 0  # padded queries: zeros
+    torch.testing.assert_close(probs[0][:, ~flat[0]].sum(-1), torch.ones(HEADS, 12))
+    assert probs[:, :, :, flat[0]][0].abs().sum() == 0  # padded keys get no weight
+    rows = [13, 2, 15]  # two padded queries of image 0 and one real
+    picked = attention_probs(call, rows)
+    torch.testing.assert_close(picked, probs[:, :, rows])
+    assert picked[0, :, [0, 2]].abs().sum() == 0 and picked[1, :, [0, 2]].abs().sum() > 0
