@@ -87,6 +87,9 @@ def test_linear_attention_output_by_hand(backend):
     out = attention(q, k, v, Global(), form="linear", backend=backend, scale=1.0, key_padding_mask=padding)
     torch.testing.assert_close(out.reshape(2, 2), torch.tensor(_linear_by_hand([0, 1])), rtol=1e-6, atol=1e-6)
     assert abs(float(out[0, 0, 0, 0]) - 30 / 10.5) < 1e-6  # (4·1 + 6.5·4) / (4 + 6.5)
+    # the default scale of the linear form is 1 (softmax's 1/√d has no meaning for φ(q)·φ(k)): same numbers
+    torch.testing.assert_close(attention(q, k, v, Global(), form="linear", backend=backend, key_padding_mask=padding),
+                               out, rtol=0, atol=0)
 
 
 # -- a Graph row without edges ----------------------------------------------------------------------------------
