@@ -482,3 +482,28 @@ def test_attention_probs_rows_are_checked_and_padded_queries_are_zero():
     picked = attention_probs(call, rows)
     torch.testing.assert_close(picked, probs[:, :, rows])
     assert picked[0, :, [0, 2]].abs().sum() == 0 and picked[1, :, [0, 2]].abs().sum() > 0
+
+
+def test_input_errors_name_the_argument_and_what_was_expected():
+    """Each input error names its argument (q, k, v, key_padding_mask, query_padding_mask, the position type) and
+    the expected vs received value, exactly: a message naming the wrong tensor sends the user to the wrong line."""
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 4, 4, HEADS, HEAD_DIM, generator=g) for _ in range(3))
+    for name, args in (("k", (q, k.numpy(), v)), ("v", (q, k, [1.0])), ("q", ("q", k, v))):
+        with pytest.raises(TypeError, match=rf"^{name} must be a torch.Tensor, got "):
+            attention(*args, Global())
+    for name in ("key_padding_mask", "query_padding_mask"):
+        with pytest.raises(TypeError, match=rf"^{name} must be a bool tensor, got list$"):
+            attention(q, k, v, Global(), **{name: [True]})
+        with pytest.raises(ValueError, match=rf"^{name} must be bool \(2, 4, 4\) \(True = padding\), got "
+                                             r"torch.float32 \(2, 4, 4\)$"):
+            attention(q, k, v, Global(), **{name: torch.zeros(2, 4, 4)})
+    table = torch.randn(HEADS, 7, 7, generator=g)
+    with pytest.raises(TypeError, match=r"^RelativeBias must hold tensors, got list$"):
+        attention(q, k, v, Window(2), position=RelativeBias([[0.0]]))
+    with pytest.raises(ValueError, match=r"^RelativeBias table sizes must be odd .* got \(6, 6\)$"):
+        attention(q, k, v, Window(2), position=RelativeBias(table[:, :6, :6]))
+    with pytest.raises(ValueError, match=r"^RelativeBias tensors must be on the device of q, k, v: expected cpu, "
+                                         r"got meta \(move the position table or module there, e\.g\. "
+                                         r"model\.to\('cpu'\)\)$"):
+        attention(q, k, v, Window(2), position=RelativeBias(table.to("meta")))
