@@ -507,3 +507,19 @@ def test_input_errors_name_the_argument_and_what_was_expected():
                                          r"got meta \(move the position table or module there, e\.g\. "
                                          r"model\.to\('cpu'\)\)$"):
         attention(q, k, v, Window(2), position=RelativeBias(table.to("meta")))
+
+
+@pytest.mark.parametrize("backend", ["reference", "blocked"])
+def test_nan_in_padded_queries_alone_never_reaches_outputs_or_gradients(backend):
+    """Only queries padded (keys all real, e.g. cross-attention from a padded query set): NaN in the padded
+    queries' q must not reach any output or any gradient of k and v (the padded q is zeroed before the kernel)."""
+    g = torch.Generator().manual_seed(21)
+    q, k, v = (torch.randn(2, 4, 4, HEADS, HEAD_DIM, generator=g) for _ in range(3))
+    padding = torch.zeros(2, 4, 4, dtype=torch.bool)
+    padding[1, :, 3] = True
+    q = torch.where(padding[..., None, None], float("nan"), q).requires_grad_()
+    k, v = k.requires_grad_(), v.requires_grad_()
+    out = attention(q, k, v, Window(2), backend=backend, query_padding_mask=padding)
+    assert torch.isfinite(out).all() and out[padding].abs().sum() == 0
+    (out * torch.randn(out.shape, generator=g)).sum().backward()
+    assert torch.isfinite(k.grad).all() and torch.isfinite(v.grad).all() and torch.isfinite(q.grad[~padding]).all()
