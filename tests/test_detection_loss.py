@@ -221,3 +221,17 @@ def test_matcher_refuses_negative_or_all_zero_costs(costs):
         HungarianMatcher(*costs)
     for valid in ((0.0, 5.0, 2.0), (1.0, 0.0, 0.0), (0.0, 0.0, 2.0), (0.5, 1.0, 1.0)):
         HungarianMatcher(*valid)
+
+
+def test_mask_loss_without_masks_or_image_size_is_a_named_error():
+    """``SetCriterion(masks=True)`` given a box-only output, or no padded image size, says which of the two is
+    missing and how to fix it (rather than failing inside the mask loss)."""
+    logits, boxes, targets = _problem(5)
+    criterion = SetCriterion(4, masks=True)
+    with pytest.raises(ValueError, match=r"^SetCriterion\(masks=True\): the model gave no masks \(build it with "
+                                         r"masks=True\)$"):
+        criterion(DetrOutput(logits, boxes), targets, image_size=(16, 20))
+    masks = torch.randn(3, 6, 8, 10, generator=torch.Generator().manual_seed(2))
+    with pytest.raises(ValueError, match=r"^SetCriterion\(masks=True\): image_size \(the padded batch size\) is "
+                                         r"required$"):
+        criterion(DetrOutput(logits, boxes, masks=masks), targets)
