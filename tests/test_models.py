@@ -200,6 +200,14 @@ def test_drop_path_rates():
         drop_path_rates(-0.1, 3)
 
 
+def test_stage_drop_path_rates_cut_the_network_rule_per_stage():
+    from visionattn.layers.drop import stage_drop_path_rates
+
+    stages = stage_drop_path_rates(0.3, (2, 1, 3))
+    assert [len(s) for s in stages] == [2, 1, 3]
+    assert sum(stages, []) == pytest.approx([0.0, 0.06, 0.12, 0.18, 0.24, 0.3])
+
+
 def test_registry_imports_no_family_and_old_paths_still_work():
     """The registry ↔ families cycle is gone: registry.py imports no family (the package imports the families after
     it); each family is one module (spec, class, converter, presets), and the old module paths re-export them."""

@@ -3,7 +3,7 @@
 from .absolute import LearnedPositionEmbedding, SinCosPositionEmbedding, sincos_position_embedding
 from .attention import Attention, AxialAttention
 from .bottleneck import BottleneckBlock, BottleneckStage, MixerSpec
-from .drop import drop_path_rates
+from .drop import drop_path_rates, stage_drop_path_rates
 from .embed import PatchEmbed
 from .nonlocal_block import NonLocalBlock
 from .padding import downsample_mask
@@ -29,6 +29,7 @@ __all__ = [
     "TransformerBlock",
     "downsample_mask",
     "drop_path_rates",
+    "stage_drop_path_rates",
     "make_stem",
     "resize_relative",
     "Attention",

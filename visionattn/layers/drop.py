@@ -16,4 +16,14 @@ def drop_path_rates(rate: float, count: int) -> list[float]:
     return [rate * i / max(count - 1, 1) for i in range(count)]
 
 
-__all__ = ["DropPath", "drop_path_rates"]
+def stage_drop_path_rates(rate: float, depths) -> list[list[float]]:
+    """:func:`drop_path_rates` over all ``sum(depths)`` blocks, cut into one list per stage (Swin, CoAtNet, Video
+    Swin: the rule rises over the whole network, not per stage)."""
+    rates, out, first = drop_path_rates(rate, sum(depths)), [], 0
+    for depth in depths:
+        out.append(rates[first:first + depth])
+        first += depth
+    return out
+
+
+__all__ = ["DropPath", "drop_path_rates", "stage_drop_path_rates"]

@@ -15,7 +15,7 @@ from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
 
 from ...layers.attention import Attention
-from ...layers.drop import drop_path_rates
+from ...layers.drop import stage_drop_path_rates
 from ...layers.mbconv import MBConv
 from ...layers.padding import downsample_mask
 from ...layers.transformer import TransformerBlock
@@ -157,15 +157,14 @@ class CoAtNet(Backbone):
             nn.GELU(),
             nn.Conv2d(spec.stem_dim, spec.stem_dim, 3, padding=1),
         )
-        rates = drop_path_rates(spec.drop_path, sum(spec.depths))
+        rates = stage_drop_path_rates(spec.drop_path, spec.depths)
         stages, self.feature_info = [], []
         in_dim, channels_last = spec.stem_dim, False
         for i, (kind, dim, depth) in enumerate(zip(spec.blocks, spec.dims, spec.depths, strict=True)):
             reduction = 2 ** (i + 2)
             grid = (self.img_size[0] // reduction, self.img_size[1] // reduction)
-            first = sum(spec.depths[:i])
             stages.append(CoAtNetStage(kind, in_dim, dim, depth, grid, channels_last, spec,
-                                       rates[first:first + depth]))
+                                       rates[i]))
             self.feature_info.append(FeatureInfo(dim, reduction, f"stages.{i}"))
             in_dim, channels_last = dim, kind == "transformer"
         self.stages = nn.ModuleList(stages)

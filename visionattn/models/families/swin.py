@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from ...layers.absolute import LearnedPositionEmbedding
-from ...layers.drop import drop_path_rates
+from ...layers.drop import stage_drop_path_rates
 from ...layers.embed import PatchEmbed
 from ...layers.merging import PatchMerging
 from ...layers.padding import downsample_mask
@@ -136,14 +136,13 @@ class Swin(Backbone):
         grid = tuple(n // spec.patch for n in self.img_size)
         self.patch_embed = PatchEmbed(spec.patch, spec.embed_dim, norm=True, norm_eps=spec.norm_eps)
         self.pos_embed = LearnedPositionEmbedding(grid, spec.embed_dim) if spec.ape else None
-        rates = drop_path_rates(spec.drop_path, sum(spec.depths))
+        rates = stage_drop_path_rates(spec.drop_path, spec.depths)
         stages, self.feature_info, in_dim = [], [], spec.embed_dim
         for i, (depth, heads) in enumerate(zip(spec.depths, spec.heads, strict=True)):
             dim = spec.embed_dim * 2**i
             stage_grid = tuple(-(-n // 2**i) for n in grid)  # ceil: odd grids are padded before merging
-            first = sum(spec.depths[:i])
             stages.append(SwinStage(in_dim, dim, depth, heads, stage_grid, downsample=i > 0,
-                                    drop_path=rates[first:first + depth], spec=spec))
+                                    drop_path=rates[i], spec=spec))
             self.feature_info.append(FeatureInfo(dim, spec.patch * 2**i, f"stages.{i}"))
             in_dim = dim
         self.stages = nn.ModuleList(stages)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ...layers.drop import drop_path_rates
+from ...layers.drop import stage_drop_path_rates
 from ...layers.merging import PatchMerging
 from ...layers.padding import downsample_mask
 from ...layers.transformer import TransformerBlock
@@ -123,13 +123,12 @@ class VideoSwin(Backbone):
         check_multiple(self.img_size[1:], q, "VideoSwin", "img_size width", f"patch {spec.patch}")
         self.num_frames, self.frame_multiple, self.input_multiple = spec.num_frames, t, math.lcm(p, q)
         self.patch_embed = TubeletEmbed(spec.patch, spec.embed_dim, norm=True, norm_eps=spec.norm_eps)
-        rates = drop_path_rates(spec.drop_path, sum(spec.depths))
+        rates = stage_drop_path_rates(spec.drop_path, spec.depths)
         stages, self.feature_info, in_dim = [], [], spec.embed_dim
         for i, (depth, heads) in enumerate(zip(spec.depths, spec.heads, strict=True)):
             dim = spec.embed_dim * 2**i
-            first = sum(spec.depths[:i])
             stages.append(VideoSwinStage(in_dim, dim, depth, heads, downsample=i > 0,
-                                         drop_path=rates[first:first + depth], spec=spec))
+                                         drop_path=rates[i], spec=spec))
             self.feature_info.append(FeatureInfo(dim, p * 2**i, f"stages.{i}"))
             in_dim = dim
         self.stages = nn.ModuleList(stages)
