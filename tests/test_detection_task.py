@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from task_helpers import fixed_batch_losses
 
 from visionattn.comm import LOCAL
-from visionattn.tasks import StepContext
-from visionattn.tasks.base import PredictOptions, Progress
+from visionattn.tasks.base import PredictOptions
 from visionattn.tasks.detection.metrics import DetectionMetric, coco_box_metrics
 from visionattn.tasks.detection.postprocess import VOID, detections, panoptic_map
 from visionattn.train.config import load_config
@@ -45,24 +45,7 @@ def test_default_config_and_bad_options_are_named():
 
 
 def test_loss_falls_on_a_fixed_batch():
-    from visionattn.tasks import get_task
-
-    torch.manual_seed(0)
-    cfg = load_config(overrides=TINY)
-    task = get_task("detection")(cfg.task)
-    data = task.build_data(cfg.data, 0)
-    model = task.build_model(cfg.model, data.meta)
-    batch = data.collate([data.train[i] for i in range(8)])
-    ctx = StepContext(Progress(0, 1, 0, 1), torch.device("cpu"), "fp32", LOCAL)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(25):
-        out = task.loss(model, batch, ctx)
-        losses.append(float(out.total.detach()))
-        assert float(out.total.detach()) == pytest.approx(float(sum(out.terms.values()).detach()), rel=1e-6)
-        out.total.backward()
-        opt.step()
-        opt.zero_grad()
+    losses, _ = fixed_batch_losses("detection", TINY, steps=25)
     assert losses[-1] < 0.6 * losses[0], losses
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from task_helpers import fixed_batch_losses
 
-from visionattn.comm import LOCAL
-from visionattn.tasks import StepContext, get_task
-from visionattn.tasks.base import PredictOptions, Progress
+from visionattn.tasks import get_task
+from visionattn.tasks.base import PredictOptions
 from visionattn.tasks.grounding.metrics import GroundingMetric
 from visionattn.tasks.grounding.model import NO_TEXT_LOGIT, MDetrSpec, build_mdetr
 from visionattn.train.config import load_config
@@ -68,21 +68,7 @@ def test_text_padding_changes_nothing_and_unused_slots_are_masked():
 
 
 def test_loss_falls_on_a_fixed_batch():
-    torch.manual_seed(0)
-    cfg = load_config(overrides=TINY)
-    task = get_task("grounding")(cfg.task)
-    data = task.build_data(cfg.data, 0)
-    model = task.build_model(cfg.model, data.meta)
-    batch = data.collate([data.train[i] for i in range(8)])
-    ctx = StepContext(Progress(0, 1, 0, 1), torch.device("cpu"), "fp32", LOCAL)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(20):
-        out = task.loss(model, batch, ctx)
-        opt.zero_grad()
-        out.total.backward()
-        opt.step()
-        losses.append(out.total.item())
+    losses, out = fixed_batch_losses("grounding", TINY, steps=20)
     assert set(out.terms) >= {"token", "align", "bbox", "giou", "aux_token"}
     assert losses[-1] < 0.7 * losses[0], losses
 
