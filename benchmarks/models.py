@@ -11,7 +11,8 @@ at batch 8, fp32 and bf16 (``torch.autocast('cpu', torch.bfloat16)``). Ours and 
 order (AB, BA, ...) so machine noise hits both; we quote the median. ``ratio = ours img/s / timm img/s`` (> 1:
 we are faster). ``others`` is the share of the machine other processes used meanwhile (noise on a shared box).
 
-Targets (fp32, CPU): ≥ 1.3x timm for the local-attention models (Swin, HaloNet), ≥ 1.0x for ViT/DeiT/ResNet.
+Targets (issue 17, fp32, CPU, eager and compiled): Swin-T ≥ 1.1x timm, every other pair ≥ 1.0x (no user pays for
+choosing us; the window-attention module itself has its 1.3x target in ``benchmarks/ops.py``).
 A preset that is not registered (yet) is skipped with a note.
 
 Usage: ``python benchmarks/models.py [--quick] [--dtype fp32,bf16] [--only swin,halo] [--reps 5] [--out r.json]``
@@ -57,12 +58,12 @@ class Pair:
 PAIRS = (
     Pair("vit", "ViT-Ti/16", "vit_tiny_patch16_224", "vit_tiny_patch16_224", 224, 1.0),
     Pair("deit", "DeiT-S/16", "deit_small_patch16_224", "deit_small_patch16_224", 224, 1.0),
-    Pair("swin", "Swin-T", "swin_tiny_patch4_window7_224", "swin_tiny_patch4_window7_224", 224, 1.3),
-    Pair("halo", "HaloNet-H0", "halonet_h0", "halonet_h1", 256, 1.3,
+    Pair("swin", "Swin-T", "swin_tiny_patch4_window7_224", "swin_tiny_patch4_window7_224", 224, 1.1),
+    Pair("halo", "HaloNet-H0", "halonet_h0", "halonet_h1", 256, 1.0,
          "timm has no H0; halonet_h1 is its fully attentional HaloNet (every 3x3 is halo attention), like ours"),
-    Pair("halo26", "HaloNet-26t", "halonet26t", "halonet26t", 256, 1.3,
+    Pair("halo26", "HaloNet-26t", "halonet26t", "halonet26t", 256, 1.0,
          "same layout as timm halonet26t (halo attention in stages 3-4), halo 3 vs timm's 2"),
-    Pair("botnet", "BoTNet-26", "botnet26", "botnet26t_256", 256, None,
+    Pair("botnet", "BoTNet-26", "botnet26", "botnet26t_256", 256, 1.0,
          "timm's botnet26t_256 has a tiered stem; ours a ResNet stem"),
     Pair("resnet", "ResNet-50", "resnet50", "resnet50", 224, 1.0),
 )

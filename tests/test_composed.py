@@ -234,3 +234,26 @@ def test_digit_phrases_heldout_templates_and_errors():
         DigitPhrases("heldout", 5, heldout_combinations=())
     with pytest.raises(ValueError, match="found 0 scenes"):
         DigitPhrases("heldout", 5, heldout_combinations=(("pair", 3),), num_digits=(1, 1), max_scenes=20)
+
+
+def test_digit_phrases_admissible_vocabulary_and_compose():
+    """The public reads a grounding reader uses: each item's admissible phrases (range-checked), the sorted
+    vocabulary over all items, and ``compose`` with given draws (first templates of the permutation, in order)."""
+    ds = DigitPhrases("train", 20, phrases_per_caption=2, size=64, scale=(2, 4))
+    texts = set()
+    for i in range(len(ds)):
+        scene_index, admissible = ds.admissible(i)
+        assert admissible and ds[i]["scene_index"] == scene_index
+        assert {p["text"] for p in ds[i]["phrases"]} <= {p["text"] for p in admissible}
+        texts |= {p["text"] for p in admissible}
+    assert ds.vocabulary_texts() == sorted(texts)
+    assert ds.admissible(-1) == ds.admissible(19)
+    with pytest.raises(IndexError, match="index 20 out of range for length 20"):
+        ds.admissible(20)
+    index = next(i for i in range(len(ds)) if len({p["template"] for p in ds.admissible(i)[1]}) >= 2)
+    templates = sorted({p["template"] for p in ds.admissible(index)[1]})
+    item = ds.compose(index, lambda n: list(range(n))[::-1], lambda n: n - 1)  # the last two templates, last phrase
+    last = [[p for p in ds.admissible(index)[1] if p["template"] == t][-1] for t in templates[::-1][:2]]
+    assert item["caption"] == ". ".join(p["text"] for p in last)
+    assert [p["span"] for p in item["phrases"]] == [(0, len(last[0]["text"])),
+                                                    (len(last[0]["text"]) + 2, len(item["caption"]))]

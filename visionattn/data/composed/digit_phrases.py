@@ -23,7 +23,7 @@ A caption joins ``phrases_per_caption`` phrases with ``". "``; each phrase's spa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -124,19 +124,32 @@ class DigitPhrases(Sequence):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> dict:
+    def admissible(self, index: int) -> tuple[int, list[dict]]:
+        """``(scene_index, phrases)``: item ``index``'s scene in ``self.scenes`` and every phrase it admits in this
+        split (``scene_phrases`` minus the held-out / training ones), before any is chosen."""
         if not -self.length <= index < self.length:
             raise IndexError(f"DigitPhrases: index {index} out of range for length {self.length}")
-        scene_index, admissible = self._items[index % self.length]
-        rng = np.random.default_rng([self.seed, SPLIT_CODES[self.split], index % self.length, 7])
+        return self._items[index % self.length]
+
+    def vocabulary_texts(self) -> list[str]:
+        """Every distinct admissible phrase of every item, sorted (what a tokenizer for this split is trained on)."""
+        return sorted({p["text"] for _, admissible in self._items for p in admissible})
+
+    def compose(self, index: int, permutation: Callable[[int], Sequence[int]], choice: Callable[[int], int]) -> dict:
+        """Item ``index`` with ``phrases_per_caption`` phrases drawn by the given random functions: a template first,
+        uniformly (the first ``phrases_per_caption`` of ``permutation(n_templates)`` over the sorted template names,
+        so "the 7" does not dominate), then ``choice(n)`` among that template's phrases; captions joined by ". ".
+        ``__getitem__`` draws with a numpy generator seeded by the item (a fixed caption); a training reader passes
+        torch's RNG to draw anew at every read."""
+        scene_index, admissible = self.admissible(index)
         by_template: dict[str, list[dict]] = {}
         for p in admissible:
             by_template.setdefault(p["template"], []).append(p)
-        templates = sorted(by_template)  # a template is picked uniformly first, so "the 7" does not dominate
+        templates = sorted(by_template)
         chosen = []
-        for t in rng.permutation(templates)[: self.phrases_per_caption]:
-            options = by_template[str(t)]
-            chosen.append(options[int(rng.integers(len(options)))])
+        for t in list(permutation(len(templates)))[: self.phrases_per_caption]:
+            options = by_template[templates[int(t)]]
+            chosen.append(options[int(choice(len(options)))])
         caption, phrases = "", []
         for p in chosen:
             if caption:
@@ -144,6 +157,11 @@ class DigitPhrases(Sequence):
             phrases.append({**p, "span": (len(caption), len(caption) + len(p["text"]))})
             caption += p["text"]
         return {**self.scenes[scene_index], "caption": caption, "phrases": phrases, "scene_index": scene_index}
+
+    def __getitem__(self, index: int) -> dict:
+        self.admissible(index)  # range check
+        rng = np.random.default_rng([self.seed, SPLIT_CODES[self.split], index % self.length, 7])
+        return self.compose(index, rng.permutation, rng.integers)
 
 
 def scene_phrases(boxes: np.ndarray, labels: np.ndarray, margin: float = 2.0) -> list[dict]:

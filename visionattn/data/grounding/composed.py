@@ -40,20 +40,7 @@ class DigitPhraseRecords(Sequence):
     def _resampled(self, index: int) -> dict:
         import torch
 
-        scene_index, admissible = self.phrases._items[index]
-        by_template: dict[str, list[dict]] = {}
-        for p in admissible:
-            by_template.setdefault(p["template"], []).append(p)
-        templates = sorted(by_template)
-        caption, phrases = "", []
-        for t in torch.randperm(len(templates))[: self.phrases.phrases_per_caption].tolist():
-            options = by_template[templates[t]]
-            p = options[int(torch.randint(len(options), ()))]
-            caption += ". " if caption else ""
-            phrases.append({**p, "span": (len(caption), len(caption) + len(p["text"]))})
-            caption += p["text"]
-        return {**self.phrases.scenes[scene_index], "caption": caption, "phrases": phrases,
-                "scene_index": scene_index}
+        return self.phrases.compose(index, lambda n: torch.randperm(n).tolist(), lambda n: int(torch.randint(n, ())))
 
     def __getitem__(self, index: int) -> GroundingRecord:
         if not -len(self) <= index < len(self):

@@ -143,8 +143,8 @@ def _captions(records) -> list[str]:
     """The training captions the tokenizer's vocabulary is trained on (the composed digit phrases: every admissible
     phrase of every training scene, read without rendering the scenes)."""
     phrases = getattr(records, "phrases", None)
-    if phrases is not None and hasattr(phrases, "_items"):
-        return sorted({p["text"] for _, admissible in phrases._items for p in admissible})
+    if phrases is not None and hasattr(phrases, "vocabulary_texts"):
+        return phrases.vocabulary_texts()
     return [r.caption for r in records]
 
 
