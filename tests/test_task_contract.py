@@ -218,3 +218,15 @@ def test_two_ddp_processes_train_the_task_like_one_process(tmp_path):
         torch.testing.assert_close(ddp[key], value, atol=1e-4, rtol=0, msg=lambda m, k=key: f"{k}: {m}")
     moved = max(float((v - start[k]).abs().max()) for k, v in single.model.state_dict().items())
     assert moved > 5e-3  # the updates changed the weights far more than the tolerance: not vacuous
+
+
+def test_predict_options_score_threshold_rule():
+    """``--threshold`` overrides the task's default and must be a score in [0, 1] (detection, grounding)."""
+    from visionattn.tasks.base import PredictOptions
+
+    assert PredictOptions().score_threshold(0.7) == 0.7
+    assert PredictOptions(threshold=0.25).score_threshold(0.7) == 0.25
+    assert PredictOptions(threshold=0.0).score_threshold(0.7) == 0.0
+    for bad in (1.5, -0.1):
+        with pytest.raises(ValueError, match=rf"--threshold: expected a score in \[0, 1\], got {bad}"):
+            PredictOptions(threshold=bad).score_threshold(0.7)

@@ -185,6 +185,13 @@ class PredictOptions:
     threshold: float | None = None
     batch_size: int = 32
 
+    def score_threshold(self, task_default: float) -> float:
+        """``--threshold`` if given, else the task's default; a ``ValueError`` unless it is a score in [0, 1]."""
+        threshold = task_default if self.threshold is None else self.threshold
+        if not 0 <= threshold <= 1:
+            raise ValueError(f"--threshold: expected a score in [0, 1], got {threshold}")
+        return threshold
+
 
 @dataclass
 class PredictOutput:

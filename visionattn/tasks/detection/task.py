@@ -101,9 +101,7 @@ class DetectionTask(Task):
     # -- prediction and report ------------------------------------------------------------------------------------
     def predict(self, model: nn.Module, meta: dict, data: DataConfig, inputs: Sequence[str],
                 options: PredictOptions, device: torch.device) -> PredictOutput:
-        threshold = self.options.score_threshold if options.threshold is None else options.threshold
-        if not 0 <= threshold <= 1:
-            raise ValueError(f"--threshold: expected a score in [0, 1], got {threshold}")
+        threshold = options.score_threshold(self.options.score_threshold)
         return predict_files(model, meta, inputs, options, threshold, self.options.panoptic_threshold, device)
 
     def report(self, model: nn.Module, data: TaskData, evaluation: Evaluation | None,

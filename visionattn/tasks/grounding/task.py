@@ -98,9 +98,7 @@ class GroundingTask(Task):
 
     def predict(self, model: nn.Module, meta: dict, data: DataConfig, inputs: Sequence[str],
                 options: PredictOptions, device: torch.device) -> PredictOutput:
-        threshold = self.options.score_threshold if options.threshold is None else options.threshold
-        if not 0 <= threshold <= 1:
-            raise ValueError(f"--threshold: expected a score in [0, 1], got {threshold}")
+        threshold = options.score_threshold(self.options.score_threshold)
         tokenizer = self.tokenizer or GroundingTokenizer(meta["vocab"], self.options.max_text_len)
         return predict_files(model, meta, tokenizer, inputs, options, threshold, device, self.options.score,
                              self.options.temperature)
